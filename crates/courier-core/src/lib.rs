@@ -28,3 +28,4 @@ pub use name::{NameError, Namespace, QueueName, QueueRef};
 pub use ops::{ListOptions, Page, QueueStats, QueueSummary, ReceiveBatch, ReceiveOptions, Redrive, StateDoc};
 pub use policy::{ExpiryAction, QueuePolicy};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
+pub use wait::WaitHub;
