@@ -98,18 +98,45 @@ pub(crate) fn ack_many(
     Ok(out)
 }
 
+/// Deletes the message if the receipt's lease is current, in one statement; only a refused
+/// ack pays for a second lookup that tells "unknown message" from "stale lease".
 fn ack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt) -> Result<(), LeaseError> {
-    let (meta, leased) = check_lease(ctx, queue, receipt)?;
-    ctx.conn
-        .prepare_cached("DELETE FROM messages WHERE seq = ?1")
-        .and_then(|mut s| s.execute([leased.seq]))
+    let not_found = || LeaseError::MessageNotFound(receipt.message_id);
+    let meta = crate::queues::find(ctx, queue)?.ok_or_else(not_found)?;
+    let deleted: Option<Option<String>> = ctx
+        .conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND status = ?3 AND lease_id = ?4 \
+             AND visible_at > ?5 RETURNING ordering_group",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    &receipt.message_id.as_bytes()[..],
+                    meta.id,
+                    status::IN_FLIGHT,
+                    &receipt.lease_id.0.as_bytes()[..],
+                    ctx.now.as_millis()
+                ],
+                |r| r.get(0),
+            )
+            .optional()
+        })
         .map_err(storage)?;
-    if let Some(group) = &leased.group {
-        if promote_group(ctx.conn, meta.id, group)? {
-            ctx.wake(queue);
+    match deleted {
+        Some(group) => {
+            if let Some(group) = group {
+                if promote_group(ctx.conn, meta.id, &group)? {
+                    ctx.wake(queue);
+                }
+            }
+            Ok(())
         }
+        None => match seq_of(ctx.conn, meta.id, receipt.message_id)? {
+            Some(_) => Err(LeaseError::Stale(receipt.message_id)),
+            None => Err(not_found()),
+        },
     }
-    Ok(())
 }
 
 /// Returns a leased message to the queue as a failure or a deferral.
