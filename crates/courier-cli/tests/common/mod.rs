@@ -1,0 +1,140 @@
+//! Runs the built `courier` binary: a `courier serve` child on a free port with a temp data
+//! dir, and one-shot client commands with a clean environment.
+
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_courier");
+
+/// A `courier` command with no COURIER_* variables inherited from the developer's shell.
+pub(crate) fn courier() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "COURIER_URL",
+        "COURIER_AUTH_TOKEN",
+        "COURIER_AUTH_TOKEN_FILE",
+        "COURIER_DATA_DIR",
+        "COURIER_DATABASE",
+        "COURIER_LISTEN",
+        "COURIER_PAYLOAD_MAX_BYTES",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// A running `courier serve`.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) url: String,
+    pub(crate) log: PathBuf,
+}
+
+impl Server {
+    /// Starts `courier serve --listen 127.0.0.1:0 --data-dir <data_dir>` and waits for its
+    /// "listening" line.
+    pub(crate) fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Like [`Server::start`], with more `serve` flags.
+    pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.with_extension("log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let mut child = courier()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn courier serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        let Some(url) = line.trim().strip_prefix("courier listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "serve did not start: {line:?}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Self {
+            url: url.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Runs a client command against this server.
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
+        courier()
+            .arg("--server")
+            .arg(&self.url)
+            .args(args)
+            .output()
+            .expect("run courier")
+    }
+
+    /// Runs a client command that must succeed, returning its stdout.
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "courier {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a client command with `--json` and parses its output.
+    pub(crate) fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("JSON output")
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    pub(crate) fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Asserts a failed run printed exactly one line on stderr, and returns it.
+pub(crate) fn one_error_line(out: &Output, code: i32) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr:?}");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout: {:?}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stderr.trim_end().to_owned()
+}
