@@ -41,11 +41,16 @@ impl FromStr for MessageId {
 /// Mints strictly increasing UUIDv7 message ids from a clock.
 ///
 /// Ids minted by one generator sort in the order they were minted, even within one
-/// millisecond: the engines rely on that to use the id as the enqueue sequence.
+/// millisecond, and so do their high 64 bits ([`MessageId::sequence`]): the 12 `rand_a` bits
+/// count up within a millisecond (from a random start in the lower half), so an engine with a
+/// single generator may use the sequence as its primary key. The low 62 bits stay random.
 #[derive(Debug, Default)]
 pub struct MessageIdGenerator {
-    last: u128,
+    last_high: u64,
 }
+
+const VERSION_7: u64 = 7 << 12;
+const RAND_A_MAX: u64 = 0xfff;
 
 impl MessageIdGenerator {
     /// A generator with no history.
@@ -55,43 +60,46 @@ impl MessageIdGenerator {
 
     /// The next id, stamped with `now` and greater than every id minted before.
     pub fn next(&mut self, now: Timestamp) -> MessageId {
-        let ms = u64::try_from(now.as_millis()).unwrap_or(0);
-        let fresh = Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            ms / 1000,
-            u32::try_from((ms % 1000) * 1_000_000).unwrap_or(0),
-        ))
-        .as_u128();
-        let candidate = if fresh > self.last {
+        let random = Uuid::new_v4().as_u128();
+        let ms = u64::try_from(now.as_millis()).unwrap_or(0) & ((1 << 48) - 1);
+        let rand_a_start = u64::try_from(random >> 117).unwrap_or(0) & 0x7ff;
+        let fresh = (ms << 16) | VERSION_7 | rand_a_start;
+        let high = if fresh > self.last_high {
             fresh
         } else {
-            bump_keeping_version(self.last)
+            next_high(self.last_high)
         };
-        self.last = candidate;
-        MessageId(Uuid::from_u128(candidate))
+        self.last_high = high;
+        let low = (0b10 << 62) | (random & ((1 << 62) - 1));
+        MessageId(Uuid::from_u128((u128::from(high) << 64) | low))
     }
 
     /// Makes sure later ids sort after `id` (e.g. the largest id already stored).
     pub fn observe(&mut self, id: MessageId) {
-        self.last = self.last.max(id.0.as_u128());
+        self.last_high = self.last_high.max(id.high());
     }
 }
 
-/// Adds one to the random bits of a UUIDv7, skipping the version and variant fields.
-fn bump_keeping_version(last: u128) -> u128 {
-    // Layout: 48 bits time | 4 version | 12 rand_a | 2 variant | 62 rand_b.
-    const RAND_B_MASK: u128 = (1 << 62) - 1;
-    const RAND_A_SHIFT: u32 = 64;
-    const RAND_A_MASK: u128 = 0xfff << RAND_A_SHIFT;
-    if last & RAND_B_MASK != RAND_B_MASK {
-        return last + 1;
+/// The smallest high half after `high`: the next `rand_a` count, or the next millisecond
+/// when this one's 4096 counts are used up.
+fn next_high(high: u64) -> u64 {
+    if high & RAND_A_MAX < RAND_A_MAX {
+        high + 1
+    } else {
+        (((high >> 16) + 1) << 16) | VERSION_7
     }
-    let cleared = last & !RAND_B_MASK;
-    if cleared & RAND_A_MASK != RAND_A_MASK {
-        return cleared + (1 << RAND_A_SHIFT);
+}
+
+impl MessageId {
+    fn high(&self) -> u64 {
+        u64::try_from(self.0.as_u128() >> 64).unwrap_or(u64::MAX)
     }
-    // Both random fields are exhausted within this millisecond: move to the next one.
-    (cleared & !RAND_A_MASK) + (1 << 80)
+
+    /// The high 64 bits as a positive integer (48-bit milliseconds, version, counter): unique
+    /// and increasing among the ids of one [`MessageIdGenerator`].
+    pub fn sequence(&self) -> i64 {
+        i64::try_from(self.high()).unwrap_or(i64::MAX)
+    }
 }
 
 /// Identifies one lease (one delivery) of a message. Unique across all leases.
@@ -175,12 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn bump_carries_into_rand_a_then_time() {
-        let base = Uuid::from_u128(0).as_u128() | (7 << 76) | (0b10 << 62);
-        let full_b = base | ((1 << 62) - 1);
-        let next = bump_keeping_version(full_b);
-        assert!(next > full_b);
-        assert_eq!(Uuid::from_u128(next).get_version_num(), 7);
+    fn sequences_strictly_increase_and_roll_into_the_next_millisecond() {
+        let mut g = MessageIdGenerator::new();
+        let mut prev = g.next(Timestamp(5_000));
+        for _ in 0..10_000 {
+            let id = g.next(Timestamp(5_000));
+            assert!(id.sequence() > prev.sequence());
+            assert_eq!(id.0.get_variant(), uuid::Variant::RFC4122);
+            prev = id;
+        }
+        let full = (5_000u64 << 16) | VERSION_7 | RAND_A_MAX;
+        assert_eq!(next_high(full), (5_001u64 << 16) | VERSION_7);
     }
 
     #[test]

@@ -40,5 +40,9 @@ fn no_ignored_tests_or_placeholders_in_the_workspace() {
             }
         }
     }
-    assert!(offences.is_empty(), "placeholders or ignored tests:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "placeholders or ignored tests:\n{}",
+        offences.join("\n")
+    );
 }

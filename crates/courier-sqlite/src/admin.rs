@@ -1,8 +1,6 @@
 //! Reading and housekeeping: get, list, purge, stats and the dead-letter queue.
 
-use courier_core::{
-    ListOptions, MessageId, MessageInfo, Page, QueueError, QueueRef, QueueStats, Redrive,
-};
+use courier_core::{ListOptions, MessageId, MessageInfo, Page, QueueError, QueueRef, QueueStats, Redrive};
 use rusqlite::params;
 
 use crate::error::{storage, SqlResult};
@@ -16,10 +14,12 @@ use crate::writer::{Ctx, QueueMeta};
 pub(crate) fn get_message(ctx: &mut Ctx<'_>, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
     let meta = crate::queues::require(ctx, queue)?;
     maintain(ctx, queue, &meta)?;
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1 AND queue_id = ?2");
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?3 AND id = ?1 AND queue_id = ?2");
     let mut stmt = ctx.conn.prepare_cached(&sql).map_err(storage)?;
     let mut rows = stmt
-        .query_map(params![&id.as_bytes()[..], meta.id], |r| read_message(r, ctx.now))
+        .query_map(params![&id.as_bytes()[..], meta.id, id.sequence()], |r| {
+            read_message(r, ctx.now)
+        })
         .map_err(storage)?;
     match rows.next() {
         Some(row) => Ok(row.map_err(storage)?.info),
@@ -48,15 +48,19 @@ pub(crate) fn list(
         Side::Dead => format!("status = {}", status::DEAD),
     };
     let sql = format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id = ?1 AND {filter} AND id > ?2 ORDER BY id LIMIT ?3"
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE queue_id = ?1 AND {filter} AND seq > ?2 ORDER BY seq LIMIT ?3"
     );
-    let after = opts.after.map_or([0u8; 16], |id| *id.as_bytes());
+    // Sequences are positive, so -1 starts before the first message.
+    let after = opts.after.map_or(-1, |id| id.sequence());
     let fetch = i64::try_from(opts.limit + 1).unwrap_or(i64::MAX);
     let mut stmt = ctx.conn.prepare_cached(&sql).map_err(storage)?;
     let rows = stmt
-        .query_map(params![meta.id, &after[..], fetch], |r| read_message(r, ctx.now))
+        .query_map(params![meta.id, after, fetch], |r| read_message(r, ctx.now))
         .map_err(storage)?;
-    let mut items: Vec<MessageInfo> = rows.map(|r| r.map(|m| m.info)).collect::<Result<_, _>>().map_err(storage)?;
+    let mut items: Vec<MessageInfo> = rows
+        .map(|r| r.map(|m| m.info))
+        .collect::<Result<_, _>>()
+        .map_err(storage)?;
     let more = items.len() > opts.limit;
     items.truncate(opts.limit);
     let next_after = if more { items.last().map(|m| m.id) } else { None };
@@ -92,7 +96,12 @@ pub(crate) fn stats(ctx: &mut Ctx<'_>, queue: &QueueRef) -> Result<QueueStats, Q
         .map_err(storage)?;
     let rows = stmt
         .query_map(params![meta.id, now], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, bool>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
         })
         .map_err(storage)?;
     let mut stats = QueueStats::default();

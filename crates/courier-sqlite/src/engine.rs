@@ -9,9 +9,8 @@ use courier_core::message::millis;
 use courier_core::policy::check_duration;
 use courier_core::{
     Clock, EnqueueError, Enqueued, Etag, InvalidInput, Lease, LeaseError, ListOptions, MessageId, MessageIdGenerator,
-    MessageInfo, NackIntent, Namespace, NewMessage, Page, QueueEngine, QueueError, QueuePolicy, QueueRef,
-    QueueStats, QueueSummary, Receipt, ReceiveBatch, ReceiveOptions, Redrive, StateDoc, StateError, StorageError,
-    WaitHub,
+    MessageInfo, NackIntent, Namespace, NewMessage, Page, QueueEngine, QueueError, QueuePolicy, QueueRef, QueueStats,
+    QueueSummary, Receipt, ReceiveBatch, ReceiveOptions, Redrive, StateDoc, StateError, StorageError, WaitHub,
 };
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::Value;
@@ -60,12 +59,17 @@ impl SqliteEngine {
     }
 }
 
+/// More than the number of distinct statements the engine runs.
+const STATEMENT_CACHE_CAPACITY: usize = 128;
+
 fn open_connection(opts: &SqliteOptions) -> Result<(Connection, MessageIdGenerator), StorageError> {
     if let Some(dir) = opts.path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| StorageError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut conn = Connection::open(&opts.path).map_err(storage)?;
+    // Every statement of the engine stays prepared; the default (16) would evict hot ones.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
     // Exclusive locking first: WAL then needs no shared memory, and a second process on the
     // same file fails at once instead of corrupting the writer's assumptions.
     conn.execute_batch(&format!(
@@ -261,11 +265,7 @@ impl QueueEngine for SqliteEngine {
 
     async fn ready(&self) -> Result<(), StorageError> {
         self.writer
-            .run(|ctx| {
-                ctx.conn
-                    .query_row("SELECT 1", [], |_| Ok(()))
-                    .map_err(storage)
-            })
+            .run(|ctx| ctx.conn.query_row("SELECT 1", [], |_| Ok(())).map_err(storage))
             .await
     }
 

@@ -45,7 +45,10 @@ fn enqueue_one(ctx: &mut Ctx<'_>, meta: &QueueMeta, m: NewMessage) -> SqlResult<
 }
 
 fn insert(ctx: &Ctx<'_>, meta: &QueueMeta, id: MessageId, m: &NewMessage, status: i64) -> SqlResult<()> {
-    let expires_at = m.ttl.or(meta.policy.ttl()).map(|ttl| ctx.now.saturating_add(ttl).as_millis());
+    let expires_at = m
+        .ttl
+        .or(meta.policy.ttl())
+        .map(|ttl| ctx.now.saturating_add(ttl).as_millis());
     let attributes = if m.attributes.is_empty() {
         None
     } else {
@@ -54,8 +57,8 @@ fn insert(ctx: &Ctx<'_>, meta: &QueueMeta, id: MessageId, m: &NewMessage, status
     ctx.conn
         .prepare_cached(
             "INSERT INTO messages (id, queue_id, status, visible_at, enqueued_at, expires_at, max_attempts, \
-             lease_ms, ordering_group, payload, content_type, attributes, correlation_id) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+             lease_ms, ordering_group, payload, content_type, attributes, correlation_id, seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -72,6 +75,7 @@ fn insert(ctx: &Ctx<'_>, meta: &QueueMeta, id: MessageId, m: &NewMessage, status
                 m.content_type,
                 attributes,
                 m.correlation_id,
+                id.sequence(),
             ])
         })
         .map_err(storage)?;
@@ -82,7 +86,10 @@ fn remembered_key(ctx: &Ctx<'_>, queue_id: i64, key: &str) -> SqlResult<Option<M
     let found: Option<[u8; 16]> = ctx
         .conn
         .prepare_cached("SELECT message_id FROM idempotency WHERE queue_id = ?1 AND key = ?2 AND expires_at > ?3")
-        .and_then(|mut s| s.query_row(params![queue_id, key, ctx.now.as_millis()], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![queue_id, key, ctx.now.as_millis()], |r| r.get(0))
+                .optional()
+        })
         .map_err(storage)?;
     Ok(found.map(MessageId::from_bytes))
 }

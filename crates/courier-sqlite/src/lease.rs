@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use courier_core::limits::ERROR_TEXT_BYTES_MAX;
 use courier_core::{
-    Etag, FencingToken, Lease, LeaseError, MessageId, NackIntent, QueueRef, Receipt, StateDoc, StateError,
-    Timestamp,
+    Etag, FencingToken, Lease, LeaseError, MessageId, NackIntent, QueueRef, Receipt, StateDoc, StateError, Timestamp,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -31,29 +30,44 @@ struct Leased {
 fn check_lease(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt) -> Result<(QueueMeta, Leased), LeaseError> {
     let not_found = || LeaseError::MessageNotFound(receipt.message_id);
     let meta = crate::queues::find(ctx, queue)?.ok_or_else(not_found)?;
-    type Fetched = (i64, i64, i64, i64, Option<[u8; 16]>, i64, i64, Option<String>, i64, Option<String>, i64);
+    type Fetched = (
+        i64,
+        i64,
+        i64,
+        i64,
+        Option<[u8; 16]>,
+        i64,
+        i64,
+        Option<String>,
+        i64,
+        Option<String>,
+        i64,
+    );
     let row: Option<Fetched> = ctx
         .conn
         .prepare_cached(
             "SELECT seq, queue_id, status, visible_at, lease_id, failures, max_attempts, ordering_group, \
-             fencing_token, state, state_version FROM messages WHERE id = ?1",
+             fencing_token, state, state_version FROM messages WHERE seq = ?1 AND id = ?2",
         )
         .and_then(|mut s| {
-            s.query_row([&receipt.message_id.as_bytes()[..]], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                ))
-            })
+            s.query_row(
+                params![receipt.message_id.sequence(), &receipt.message_id.as_bytes()[..]],
+                |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                        r.get(9)?,
+                        r.get(10)?,
+                    ))
+                },
+            )
             .optional()
         })
         .map_err(storage)?;
@@ -106,8 +120,8 @@ fn ack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt) -> Result<(), Lea
     let deleted: Option<Option<String>> = ctx
         .conn
         .prepare_cached(
-            "DELETE FROM messages WHERE id = ?1 AND queue_id = ?2 AND status = ?3 AND lease_id = ?4 \
-             AND visible_at > ?5 RETURNING ordering_group",
+            "DELETE FROM messages WHERE seq = ?6 AND id = ?1 AND queue_id = ?2 AND status = ?3 \
+             AND lease_id = ?4 AND visible_at > ?5 RETURNING ordering_group",
         )
         .and_then(|mut s| {
             s.query_row(
@@ -116,7 +130,8 @@ fn ack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt) -> Result<(), Lea
                     meta.id,
                     status::IN_FLIGHT,
                     &receipt.lease_id.0.as_bytes()[..],
-                    ctx.now.as_millis()
+                    ctx.now.as_millis(),
+                    receipt.message_id.sequence()
                 ],
                 |r| r.get(0),
             )
@@ -140,16 +155,30 @@ fn ack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt) -> Result<(), Lea
 }
 
 /// Returns a leased message to the queue as a failure or a deferral.
-pub(crate) fn nack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt, intent: NackIntent) -> Result<(), LeaseError> {
+pub(crate) fn nack(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+    intent: NackIntent,
+) -> Result<(), LeaseError> {
     let (meta, leased) = check_lease(ctx, queue, receipt)?;
     match intent {
         NackIntent::Defer { delay } => {
-            retry_at(ctx.conn, leased.seq, leased.failures, None, ctx.now.saturating_add(delay))?;
+            retry_at(
+                ctx.conn,
+                leased.seq,
+                leased.failures,
+                None,
+                ctx.now.saturating_add(delay),
+            )?;
         }
         NackIntent::Failure { error, delay } => {
             let failures = leased.failures + 1;
             let error = truncate_at_char_boundary(error, ERROR_TEXT_BYTES_MAX);
-            debug_assert!(leased.failures < leased.max_attempts, "a leased message is below its attempt limit");
+            debug_assert!(
+                leased.failures < leased.max_attempts,
+                "a leased message is below its attempt limit"
+            );
             if failures >= leased.max_attempts {
                 dead_letter(ctx.conn, leased.seq, failures, &error)?;
                 if let Some(group) = &leased.group {
@@ -157,7 +186,13 @@ pub(crate) fn nack(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt, inten
                 }
             } else {
                 let delay = delay.unwrap_or_else(|| meta.policy.retry_delay(failures));
-                retry_at(ctx.conn, leased.seq, failures, Some(&error), ctx.now.saturating_add(delay))?;
+                retry_at(
+                    ctx.conn,
+                    leased.seq,
+                    failures,
+                    Some(&error),
+                    ctx.now.saturating_add(delay),
+                )?;
             }
         }
     }
@@ -197,7 +232,12 @@ fn truncate_at_char_boundary(mut text: String, max: usize) -> String {
 }
 
 /// Moves the lease deadline to now + `by`.
-pub(crate) fn extend(ctx: &mut Ctx<'_>, queue: &QueueRef, receipt: &Receipt, by: Duration) -> Result<Lease, LeaseError> {
+pub(crate) fn extend(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+    by: Duration,
+) -> Result<Lease, LeaseError> {
     let (_, leased) = check_lease(ctx, queue, receipt)?;
     let deadline = ctx.now.saturating_add(by);
     ctx.conn
@@ -287,10 +327,12 @@ pub(crate) fn promote_group(conn: &Connection, queue_id: i64, group: &str) -> Sq
 
 /// Finds a message's row by id within a queue.
 pub(crate) fn seq_of(conn: &Connection, queue_id: i64, id: MessageId) -> SqlResult<Option<(i64, i64)>> {
-    conn.prepare_cached("SELECT seq, status FROM messages WHERE id = ?1 AND queue_id = ?2")
+    conn.prepare_cached("SELECT seq, status FROM messages WHERE seq = ?3 AND id = ?1 AND queue_id = ?2")
         .and_then(|mut s| {
-            s.query_row(params![&id.as_bytes()[..], queue_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            s.query_row(params![&id.as_bytes()[..], queue_id, id.sequence()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
         .map_err(storage)
 }

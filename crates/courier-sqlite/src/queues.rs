@@ -23,8 +23,10 @@ pub(crate) fn find(ctx: &mut Ctx<'_>, queue: &QueueRef) -> SqlResult<Option<Queu
         .conn
         .prepare_cached("SELECT id, policy FROM queues WHERE namespace = ?1 AND name = ?2")
         .and_then(|mut s| {
-            s.query_row([queue.namespace.as_str(), queue.name.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
+            s.query_row([queue.namespace.as_str(), queue.name.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
         })
         .map_err(storage)?;
     let Some((id, policy)) = row else { return Ok(None) };

@@ -48,7 +48,9 @@ fn ready_messages(ctx: &Ctx<'_>, meta: &QueueMeta, max: usize) -> SqlResult<Vec<
     let mut stmt = ctx.conn.prepare_cached(&sql).map_err(storage)?;
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![meta.id, ctx.now.as_millis(), limit], |r| read_message(r, ctx.now))
+        .query_map(params![meta.id, ctx.now.as_millis(), limit], |r| {
+            read_message(r, ctx.now)
+        })
         .map_err(storage)?;
     rows.collect::<Result<_, _>>().map_err(storage)
 }
@@ -66,7 +68,12 @@ fn lease_message(ctx: &Ctx<'_>, meta: &QueueMeta, opts: &ReceiveOptions, row: Me
              deliveries = deliveries + 1 WHERE seq = ?1",
         )
         .and_then(|mut s| {
-            s.execute(params![row.seq, status::IN_FLIGHT, deadline.as_millis(), &lease_id.0.as_bytes()[..]])
+            s.execute(params![
+                row.seq,
+                status::IN_FLIGHT,
+                deadline.as_millis(),
+                &lease_id.0.as_bytes()[..]
+            ])
         })
         .map_err(storage)?;
     let mut message = row.info;
@@ -74,7 +81,10 @@ fn lease_message(ctx: &Ctx<'_>, meta: &QueueMeta, opts: &ReceiveOptions, row: Me
     message.visible_at = deadline;
     message.deliveries += 1;
     let fencing_token = FencingToken(row.fencing_token + 1);
-    debug_assert!(fencing_token.0 >= u64::from(message.deliveries), "fencing token grows with every lease");
+    debug_assert!(
+        fencing_token.0 >= u64::from(message.deliveries),
+        "fencing token grows with every lease"
+    );
     Ok(Delivery {
         lease: Lease {
             lease_id,
@@ -167,9 +177,10 @@ fn expire_messages(ctx: &Ctx<'_>, meta: &QueueMeta) -> SqlResult<Vec<String>> {
             )
             .map_err(storage)?;
         let rows = stmt
-            .query_map(params![meta.id, ctx.now.as_millis(), status::READY, status::BLOCKED], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })
+            .query_map(
+                params![meta.id, ctx.now.as_millis(), status::READY, status::BLOCKED],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .map_err(storage)?;
         rows.collect::<Result<_, _>>().map_err(storage)?
     };

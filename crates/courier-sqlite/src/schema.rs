@@ -28,10 +28,11 @@ CREATE TABLE queues (
     UNIQUE (namespace, name)
 );
 
--- seq is the enqueue order (rowid, appended); id is the public UUIDv7 in the same order.
+-- seq is the id's high 64 bits (MessageId::sequence), so the rowid is both the enqueue
+-- order and the lookup key, and no separate index on id is needed; id keeps all 128 bits.
 CREATE TABLE messages (
     seq             INTEGER PRIMARY KEY,
-    id              BLOB NOT NULL UNIQUE,
+    id              BLOB NOT NULL,
     queue_id        INTEGER NOT NULL,
     status          INTEGER NOT NULL,
     visible_at      INTEGER NOT NULL,
@@ -79,7 +80,9 @@ pub(crate) fn migrate(conn: &mut Connection) -> SqlResult<()> {
     )
     .map_err(storage)?;
     let current: i64 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM courier_migrations", [], |r| r.get(0))
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM courier_migrations", [], |r| {
+            r.get(0)
+        })
         .map_err(storage)?;
     for (index, sql) in MIGRATIONS.iter().enumerate() {
         let version = i64::try_from(index + 1).unwrap_or(i64::MAX);

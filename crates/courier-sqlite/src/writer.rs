@@ -136,7 +136,10 @@ fn in_savepoint<T, E: From<StorageError>>(
 }
 
 fn exec(conn: &Connection, sql: &str) -> SqlResult<()> {
-    conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(|_| ()).map_err(storage)
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+        .map_err(storage)
 }
 
 /// How often expired idempotency records are swept.
@@ -215,7 +218,9 @@ impl WriterLoop {
         if let Err(e) = began {
             tracing::error!(error = %e, "could not begin a transaction");
             for job in jobs.drain(..) {
-                job(None)(Err(StorageError::Internal(format!("could not begin a transaction: {e}"))));
+                job(None)(Err(StorageError::Internal(format!(
+                    "could not begin a transaction: {e}"
+                ))));
             }
             return;
         }
@@ -274,7 +279,10 @@ impl WriterLoop {
         }
         self.last_sweep = Instant::now();
         let now = self.clock.now().as_millis();
-        if let Err(error) = self.conn.execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now]) {
+        if let Err(error) = self
+            .conn
+            .execute("DELETE FROM idempotency WHERE expires_at <= ?1", [now])
+        {
             tracing::warn!(%error, "sweeping expired idempotency keys failed");
         }
     }

@@ -29,13 +29,24 @@ async fn failed_commit_loses_nothing_acknowledged_and_poisons_the_engine() {
     let kept = engine.enqueue(&queue(), vec![NewMessage::new("kept")]).await.unwrap();
 
     fail.store(true, Ordering::SeqCst);
-    let lost = engine.enqueue(&queue(), vec![NewMessage::new("never acknowledged")]).await;
-    assert!(matches!(lost, Err(courier_core::EnqueueError::Storage(StorageError::Poisoned(_)))), "{lost:?}");
+    let lost = engine
+        .enqueue(&queue(), vec![NewMessage::new("never acknowledged")])
+        .await;
+    assert!(
+        matches!(
+            lost,
+            Err(courier_core::EnqueueError::Storage(StorageError::Poisoned(_)))
+        ),
+        "{lost:?}"
+    );
 
     fail.store(false, Ordering::SeqCst);
     let after = engine.enqueue(&queue(), vec![NewMessage::new("refused")]).await;
     assert!(
-        matches!(after, Err(courier_core::EnqueueError::Storage(StorageError::Poisoned(_)))),
+        matches!(
+            after,
+            Err(courier_core::EnqueueError::Storage(StorageError::Poisoned(_)))
+        ),
         "a poisoned engine must refuse writes even when the disk looks healthy again: {after:?}"
     );
     engine.shutdown().await.unwrap();
@@ -43,7 +54,13 @@ async fn failed_commit_loses_nothing_acknowledged_and_poisons_the_engine() {
 
     let reopened = SqliteEngine::open(SqliteOptions::new(&path)).await.unwrap();
     let batch = reopened
-        .try_receive(&queue(), &ReceiveOptions { max_messages: 10, ..Default::default() })
+        .try_receive(
+            &queue(),
+            &ReceiveOptions {
+                max_messages: 10,
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
     let ids: Vec<_> = batch.deliveries.iter().map(|d| d.message.id).collect();
