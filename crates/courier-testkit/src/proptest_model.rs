@@ -208,8 +208,9 @@ pub fn check_against_model(h: Arc<dyn Harness>, cases: u32) {
     let result = runner.run(&scenario(), |s| rt.block_on(run_scenario(&*h, s)));
     match result {
         Ok(()) => {}
+        // The reason carries the shrunk case's trace; the policy is the rest of the scenario.
         Err(TestError::Fail(reason, scenario)) => {
-            panic!("engine differs from the model: {reason}\nminimal scenario: {scenario:#?}")
+            panic!("engine differs from the model: {reason}\npolicy: {:?}", scenario.policy)
         }
         Err(TestError::Abort(reason)) => panic!("model test aborted: {reason}"),
     }
