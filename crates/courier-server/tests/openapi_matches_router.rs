@@ -28,6 +28,39 @@ fn spec_routes(doc: &Value) -> BTreeSet<(String, String)> {
     routes
 }
 
+/// Every `$ref` target in `v`, e.g. `#/components/schemas/ErrorBody`.
+fn refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                match (k.as_str(), child) {
+                    ("$ref", Value::String(target)) => out.push(target.clone()),
+                    _ => refs(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| refs(i, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn every_schema_reference_resolves() {
+    let s = TestServer::start().await;
+    let doc = s.get("/openapi.json").await.ok();
+    let mut targets = Vec::new();
+    refs(&doc, &mut targets);
+    assert!(!targets.is_empty());
+    for target in targets {
+        let name = target.trim_start_matches("#/components/schemas/");
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "dangling $ref {target}"
+        );
+    }
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn every_documented_route_is_served_and_every_served_route_is_documented() {
     let s = TestServer::start().await;

@@ -4,6 +4,8 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub(crate) mod refusal;
+
 use std::sync::Arc;
 use std::time::Duration;
 
