@@ -28,7 +28,9 @@ pub async fn require_token(State(token): State<Option<Arc<str>>>, req: Request, 
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.split_once(' '))
+        // The scheme name is case-insensitive (RFC 9110 section 11.1); the token is not.
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token));
     match presented {
         Some(p) if constant_time_eq(p.as_bytes(), token.as_bytes()) => next.run(req).await,
         Some(_) => ApiError::new(ErrorCode::Unauthorized, "the bearer token is wrong").into_response(),

@@ -16,6 +16,35 @@ use tower_http::trace::TraceLayer;
 use crate::app::{AppState, ServerConfig, CONTROL_BODY_BYTES_MAX};
 use crate::{dlq, error, health, leases, messages, openapi, queues, state};
 
+/// The HTTP methods the API uses; each knows its axum filter, so the two cannot disagree.
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Get,
+    Put,
+    Post,
+    Delete,
+}
+
+impl Verb {
+    fn filter(self) -> MethodFilter {
+        match self {
+            Self::Get => MethodFilter::GET,
+            Self::Put => MethodFilter::PUT,
+            Self::Post => MethodFilter::POST,
+            Self::Delete => MethodFilter::DELETE,
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Self::Get => Method::GET,
+            Self::Put => Method::PUT,
+            Self::Post => Method::POST,
+            Self::Delete => Method::DELETE,
+        }
+    }
+}
+
 /// The router being built, with the routes added so far.
 struct Api {
     router: Router<AppState>,
@@ -30,66 +59,64 @@ impl Api {
         }
     }
 
-    /// Adds `handler` for `method` on `path`, with the default body limit.
-    fn at<H, T>(self, method: Method, path: &'static str, handler: H) -> Self
+    /// Adds `handler` for `verb` on `path`, reading bodies up to [`CONTROL_BODY_BYTES_MAX`].
+    fn at<H, T>(self, verb: Verb, path: &'static str, handler: H) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.at_limited(method, path, handler, CONTROL_BODY_BYTES_MAX)
+        self.at_limited(verb, path, handler, CONTROL_BODY_BYTES_MAX)
     }
 
-    /// Adds `handler` for `method` on `path`, reading bodies up to `body_bytes_max`.
-    fn at_limited<H, T>(mut self, method: Method, path: &'static str, handler: H, body_bytes_max: usize) -> Self
+    /// Adds `handler` for `verb` on `path`, reading bodies up to `body_bytes_max`.
+    fn at_limited<H, T>(mut self, verb: Verb, path: &'static str, handler: H, body_bytes_max: usize) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        // Only the methods named below are used, and all of them have a filter.
-        let filter = MethodFilter::try_from(method.clone()).unwrap_or(MethodFilter::GET);
-        let route = on(filter, handler).layer(DefaultBodyLimit::max(body_bytes_max));
+        let route = on(verb.filter(), handler).layer(DefaultBodyLimit::max(body_bytes_max));
         self.router = self.router.route(path, route);
-        self.table.push((method, path));
+        self.table.push((verb.method(), path));
         self
     }
 }
 
 fn api(config: &ServerConfig) -> Api {
-    let (get, put, post, delete) = (Method::GET, Method::PUT, Method::POST, Method::DELETE);
+    use Verb::{Delete, Get, Post, Put};
     Api::new()
-        .at(get.clone(), "/healthz", health::healthz)
-        .at(get.clone(), "/readyz", health::readyz)
-        .at(get.clone(), "/openapi.json", openapi::openapi_json)
-        .at(get.clone(), "/v1/queues", queues::list)
-        .at(put.clone(), "/v1/queues/{ns}/{q}", queues::put_policy)
-        .at(get.clone(), "/v1/queues/{ns}/{q}", queues::get)
-        .at(delete, "/v1/queues/{ns}/{q}", queues::delete)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/purge", queues::purge)
-        .at(get.clone(), "/v1/queues/{ns}/{q}/stats", queues::stats)
+        .at(Get, "/healthz", health::healthz)
+        .at(Get, "/readyz", health::readyz)
+        .at(Get, "/openapi.json", openapi::openapi_json)
+        .at(Get, "/v1/queues", queues::list)
+        .at(Put, "/v1/queues/{ns}/{q}", queues::put_policy)
+        .at(Get, "/v1/queues/{ns}/{q}", queues::get)
+        .at(Delete, "/v1/queues/{ns}/{q}", queues::delete)
+        .at(Post, "/v1/queues/{ns}/{q}/purge", queues::purge)
+        .at(Get, "/v1/queues/{ns}/{q}/stats", queues::stats)
         .at_limited(
-            post.clone(),
+            Post,
             "/v1/queues/{ns}/{q}/messages",
             messages::send,
             config.enqueue_body_limit(),
         )
         .at_limited(
-            post.clone(),
+            Post,
             "/v1/queues/{ns}/{q}/messages/raw",
             messages::send_raw,
             config.payload_bytes_max,
         )
-        .at(get.clone(), "/v1/queues/{ns}/{q}/messages", messages::list)
-        .at(get.clone(), "/v1/queues/{ns}/{q}/messages/{id}", messages::get)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/receive", leases::receive)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/messages/ack", leases::ack_batch)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/messages/{id}/ack", leases::ack)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/messages/{id}/nack", leases::nack)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/messages/{id}/extend", leases::extend)
-        .at(get.clone(), "/v1/queues/{ns}/{q}/messages/{id}/state", state::get)
-        .at(put, "/v1/queues/{ns}/{q}/messages/{id}/state", state::put)
-        .at(get, "/v1/queues/{ns}/{q}/dlq", dlq::list)
-        .at(post.clone(), "/v1/queues/{ns}/{q}/dlq/redrive", dlq::redrive)
-        .at(post, "/v1/queues/{ns}/{q}/dlq/purge", dlq::purge)
+        .at(Get, "/v1/queues/{ns}/{q}/messages", messages::list)
+        .at(Get, "/v1/queues/{ns}/{q}/messages/{id}", messages::get)
+        .at(Post, "/v1/queues/{ns}/{q}/receive", leases::receive)
+        .at(Post, "/v1/queues/{ns}/{q}/messages/ack", leases::ack_batch)
+        .at(Post, "/v1/queues/{ns}/{q}/messages/{id}/ack", leases::ack)
+        .at(Post, "/v1/queues/{ns}/{q}/messages/{id}/nack", leases::nack)
+        .at(Post, "/v1/queues/{ns}/{q}/messages/{id}/extend", leases::extend)
+        .at(Get, "/v1/queues/{ns}/{q}/messages/{id}/state", state::get)
+        .at(Put, "/v1/queues/{ns}/{q}/messages/{id}/state", state::put)
+        .at(Get, "/v1/queues/{ns}/{q}/dlq", dlq::list)
+        .at(Post, "/v1/queues/{ns}/{q}/dlq/redrive", dlq::redrive)
+        .at(Post, "/v1/queues/{ns}/{q}/dlq/purge", dlq::purge)
 }
 
 /// The app: every route, JSON errors for unknown routes and methods, auth, the in-flight

@@ -42,9 +42,16 @@ async fn given_a_token_when_calling_without_it_should_refuse_with_401_json() {
     assert_eq!(s.send(anon.get(s.url("/healthz"))).await.status, 200);
     assert_eq!(s.send(anon.get(s.url("/readyz"))).await.status, 200);
 
+    // The scheme name is case-insensitive; the token is not.
+    let lower = anon
+        .post(&url)
+        .header("authorization", "bearer s3cret-token")
+        .json(&json!({"payload": "x"}));
+    assert_eq!(s.send(lower).await.status, 201);
+
     // The harness sends the token.
     s.send_text("default/q", "x").await;
     let stats = s.get("/v1/queues/default/q/stats").await.ok();
-    assert_eq!(stats["ready"], 1, "only the authorized send landed");
+    assert_eq!(stats["ready"], 2, "only the two authorized sends landed");
     s.stop().await;
 }
