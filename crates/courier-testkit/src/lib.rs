@@ -36,10 +36,20 @@ pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
 /// Expands to one `#[test]` per conformance suite function, each running it against
 /// `$harness` (an expression whose type implements [`Harness`]) on a 2-worker runtime.
 ///
-/// ```ignore
+/// ```
+/// use std::sync::Arc;
+/// use courier_testkit::{Harness, ModelEngine, TestEngine};
+///
 /// struct H;
+///
 /// #[async_trait::async_trait]
-/// impl courier_testkit::Harness for H { /* ... */ }
+/// impl Harness for H {
+///     async fn engine(&self, clock: Arc<dyn courier_core::Clock>) -> TestEngine {
+///         // A real engine opens a fresh database here and puts its temp dir in `guard`.
+///         TestEngine::unguarded(Arc::new(ModelEngine::new(clock)))
+///     }
+/// }
+///
 /// courier_testkit::conformance_tests!(H);
 /// ```
 // Keep this list and the `pub async fn`s under `src/conformance/` in sync: every suite

@@ -57,6 +57,11 @@ pub enum Op {
         /// Which receipt.
         pick: usize,
     },
+    /// Ack several receipts in one `ack_many` (repeats included).
+    AckMany {
+        /// Which receipts.
+        picks: Vec<usize>,
+    },
     /// Nack a receipt as a failure or a deferral.
     Nack {
         /// Which receipt.
@@ -138,6 +143,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (1usize..4, proptest::option::weighted(0.4, select(vec![100u64, 500, 2_000])))
             .prop_map(|(max, lease_ms)| Op::Receive { max, lease_ms }),
         3 => pick.prop_map(|pick| Op::Ack { pick }),
+        1 => proptest::collection::vec(any::<usize>(), 1..4).prop_map(|picks| Op::AckMany { picks }),
         3 => (pick, any::<bool>(), proptest::option::weighted(0.6, select(vec![0u64, 300, 1_500])))
             .prop_map(|(pick, failure, delay_ms)| Op::Nack { pick, failure, delay_ms }),
         2 => (pick, select(vec![50u64, 100, 1_000, 5_000])).prop_map(|(pick, by_ms)| Op::Extend { pick, by_ms }),
@@ -303,6 +309,7 @@ impl Run {
             Op::Enqueue(specs) => self.enqueue(specs).await,
             Op::Receive { max, lease_ms } => self.receive(*max, *lease_ms).await,
             Op::Ack { pick } => self.ack(*pick).await,
+            Op::AckMany { picks } => self.ack_many(picks).await,
             Op::Nack {
                 pick,
                 failure,
@@ -436,6 +443,27 @@ impl Run {
         let model = outcome(self.model.ack(&self.q, &m, now), |e| e.kind());
         let engine = outcome(self.engine.ack(&self.q, &e).await, |e| e.kind());
         same("ack", model, engine)
+    }
+
+    async fn ack_many(&mut self, picks: &[usize]) -> Check {
+        let Some(pairs) = picks.iter().map(|p| self.receipt(*p)).collect::<Option<Vec<_>>>() else {
+            return Ok(());
+        };
+        let (model_receipts, engine_receipts): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let now = self.now();
+        let model: Vec<_> = self
+            .model
+            .ack_many(&self.q, &model_receipts, now)
+            .into_iter()
+            .map(|r| outcome(r, |e| e.kind()))
+            .collect();
+        let engine = self
+            .engine
+            .ack_many(&self.q, &engine_receipts)
+            .await
+            .map_err(|e| format!("engine ack_many: {e}"))?;
+        let engine: Vec<_> = engine.into_iter().map(|r| outcome(r, |e| e.kind())).collect();
+        same("ack_many", model, engine)
     }
 
     async fn nack(&mut self, pick: usize, failure: bool, delay_ms: Option<u64>) -> Check {
