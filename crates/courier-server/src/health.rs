@@ -18,13 +18,13 @@ pub struct Health {
 }
 
 /// Always 200 while the process is up.
-#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()), responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok".into() })
 }
 
 /// 200 when the engine can serve requests, else 503 `unavailable`.
-#[utoipa::path(get, path = "/readyz", tag = "health",
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
 pub async fn readyz(State(st): State<AppState>) -> Result<Json<Health>, ApiError> {
     // Any failure means "do not route traffic here", which probes read from a 503.
