@@ -48,6 +48,8 @@ enum Command {
     Dlq(cmd::dlq::Command),
     /// Delete every live message of a queue.
     Purge(cmd::purge::Args),
+    /// Measure throughput and latency on the embedded engine against a raw SQLite baseline.
+    Bench(cmd::bench::Args),
 }
 
 #[tokio::main]
@@ -63,15 +65,17 @@ async fn main() {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let token = cli.auth_token;
-    if let Command::Serve(args) = cli.command {
-        return cmd::serve::run(args, token).await;
-    }
+    let command = match cli.command {
+        Command::Serve(args) => return cmd::serve::run(args, token).await,
+        Command::Bench(args) => return cmd::bench::run(args).await,
+        client_command => client_command,
+    };
     let ctx = cmd::Ctx {
         client: client::Client::new(&cli.server, token)?,
         json: cli.json,
     };
-    match cli.command {
-        Command::Serve(_) => Ok(()),
+    match command {
+        Command::Serve(_) | Command::Bench(_) => Ok(()),
         Command::Send(args) => cmd::send::run(args, &ctx).await,
         Command::Receive(args) => cmd::receive::run(args, &ctx).await,
         Command::Ack(args) => cmd::ack::run(args, &ctx).await,

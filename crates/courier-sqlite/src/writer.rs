@@ -173,23 +173,11 @@ impl WriterLoop {
     }
 
     fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut jobs: Vec<Job> = Vec::with_capacity(self.jobs_per_commit_max);
-        while let Some(first) = rx.blocking_recv() {
-            let mut shutdown = None;
-            match first {
-                Command::Run(job) => jobs.push(job),
-                Command::Shutdown(done) => shutdown = Some(done),
-            }
-            while shutdown.is_none() && jobs.len() < self.jobs_per_commit_max {
-                match rx.try_recv() {
-                    Ok(Command::Run(job)) => jobs.push(job),
-                    Ok(Command::Shutdown(done)) => shutdown = Some(done),
-                    Err(_) => break,
-                }
-            }
-            if !jobs.is_empty() {
-                self.commit_batch(&mut jobs);
-            }
+        while let Some(command) = rx.blocking_recv() {
+            let shutdown = match command {
+                Command::Run(first) => self.commit_batch(first, &mut rx),
+                Command::Shutdown(done) => Some(done),
+            };
             if let Some(done) = shutdown {
                 let result = self.checkpoint();
                 let hub = self.hub.clone();
@@ -203,27 +191,27 @@ impl WriterLoop {
         }
     }
 
-    /// Runs `jobs` in one transaction, commits once, then answers and wakes.
-    fn commit_batch(&mut self, jobs: &mut Vec<Job>) {
+    /// Runs `first` and every job that arrives while the transaction is open (up to the
+    /// limit) in one transaction, commits once, then answers and wakes. Jobs that queue up
+    /// while earlier ones run join the same commit, so the batch grows with the load without
+    /// any artificial wait. Returns a shutdown request met while draining.
+    fn commit_batch(
+        &mut self,
+        first: Job,
+        rx: &mut mpsc::Receiver<Command>,
+    ) -> Option<oneshot::Sender<SqlResult<()>>> {
         if let Some(reason) = &self.poisoned {
-            let error = || StorageError::Poisoned(reason.clone());
-            for job in jobs.drain(..) {
-                job(None)(Err(error()));
-            }
-            return;
+            first(None)(Err(StorageError::Poisoned(reason.clone())));
+            return None;
+        }
+        if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "could not begin a transaction");
+            first(None)(Err(StorageError::Internal(format!("could not begin a transaction: {e}"))));
+            return None;
         }
         let mut wake = Vec::new();
-        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
-        let began = exec(&self.conn, "BEGIN IMMEDIATE");
-        if let Err(e) = began {
-            tracing::error!(error = %e, "could not begin a transaction");
-            for job in jobs.drain(..) {
-                job(None)(Err(StorageError::Internal(format!(
-                    "could not begin a transaction: {e}"
-                ))));
-            }
-            return;
-        }
+        let mut replies: Vec<Reply> = Vec::new();
+        let mut shutdown = None;
         let mut ctx = Ctx {
             conn: &self.conn,
             now: self.clock.now(),
@@ -231,8 +219,16 @@ impl WriterLoop {
             queues: &mut self.queues,
             wake: &mut wake,
         };
-        for job in jobs.drain(..) {
-            replies.push(job(Some(&mut ctx)));
+        replies.push(first(Some(&mut ctx)));
+        while replies.len() < self.jobs_per_commit_max {
+            match rx.try_recv() {
+                Ok(Command::Run(job)) => replies.push(job(Some(&mut ctx))),
+                Ok(Command::Shutdown(done)) => {
+                    shutdown = Some(done);
+                    break;
+                }
+                Err(_) => break,
+            }
         }
         match self.commit() {
             Ok(()) => {
@@ -254,6 +250,7 @@ impl WriterLoop {
                 }
             }
         }
+        shutdown
     }
 
     fn commit(&self) -> Result<(), String> {

@@ -2,6 +2,7 @@
 //! the client context, queue-name parsing and JSON printing.
 
 pub(crate) mod ack;
+pub(crate) mod bench;
 pub(crate) mod dlq;
 pub(crate) mod nack;
 pub(crate) mod purge;
