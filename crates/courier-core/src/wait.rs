@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ struct QueueWaiters {
 #[derive(Debug, Default)]
 pub struct WaitHub {
     queues: Mutex<HashMap<QueueRef, Arc<QueueWaiters>>>,
+    closed: AtomicBool,
 }
 
 impl WaitHub {
@@ -56,6 +57,18 @@ impl WaitHub {
         }
     }
 
+    /// Ends every long poll now and makes later ones return after one attempt, so a
+    /// server shutting down does not wait out its receivers' `wait` times.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify_all();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
     /// How many receivers are waiting on `queue` now.
     pub fn waiting(&self, queue: &QueueRef) -> u64 {
         let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -79,7 +92,7 @@ impl Drop for WaitingGuard {
     }
 }
 
-/// Runs `attempt` until it returns deliveries or `wait` has passed.
+/// Runs `attempt` until it returns deliveries, `wait` has passed or the hub is closed.
 ///
 /// Between attempts it sleeps until the hub is notified for `queue`, the batch's
 /// `next_due` arrives (on `clock`), or the wait ends. The notification is armed before
@@ -104,7 +117,7 @@ where
         notified.as_mut().enable();
         let batch = attempt().await?;
         let now = Instant::now();
-        if !batch.deliveries.is_empty() || now >= give_up_at {
+        if !batch.deliveries.is_empty() || now >= give_up_at || hub.is_closed() {
             return Ok(batch);
         }
         guard.get_or_insert_with(|| WaitingGuard::new(waiters.clone()));
@@ -140,6 +153,32 @@ mod tests {
             now + Duration::from_millis(500)
         );
         assert_eq!(next_wake(now, give_up, Some(Timestamp(99_000)), clock_now), give_up);
+    }
+
+    #[tokio::test]
+    async fn closing_the_hub_ends_a_long_poll_at_once() {
+        let hub = Arc::new(WaitHub::new());
+        let clock = ManualClock::new(Timestamp(0));
+        let queue: QueueRef = "ns/q".parse().unwrap();
+        let closer = {
+            let hub = hub.clone();
+            let queue = queue.clone();
+            tokio::spawn(async move {
+                while hub.waiting(&queue) == 0 {
+                    tokio::task::yield_now().await;
+                }
+                hub.close();
+            })
+        };
+        let started = Instant::now();
+        let batch = long_poll(&hub, &clock, &queue, Duration::from_secs(30), || async {
+            Ok(ReceiveBatch::default())
+        })
+        .await
+        .unwrap();
+        closer.await.unwrap();
+        assert!(batch.deliveries.is_empty());
+        assert!(started.elapsed() < Duration::from_secs(5), "closed hub must end the poll early");
     }
 
     #[tokio::test]

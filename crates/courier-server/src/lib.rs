@@ -30,7 +30,8 @@ pub use openapi::ApiDoc;
 pub use routes::{route_table, router};
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting and
-/// returns once every in-flight request has finished (long polls run to their `wait_ms`).
+/// returns once every in-flight request has finished. Long polls end at once with what they
+/// have (usually nothing), so shutdown does not wait out their `wait_ms`.
 ///
 /// The caller shuts the engine down afterwards (`state.engine.shutdown()`), so nothing is
 /// written after the last response.
@@ -39,6 +40,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let engine = state.engine.clone();
     let app = router(state);
+    let shutdown = async move {
+        shutdown.await;
+        engine.wait_hub().close();
+    };
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
