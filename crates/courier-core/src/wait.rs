@@ -178,7 +178,10 @@ mod tests {
         .unwrap();
         closer.await.unwrap();
         assert!(batch.deliveries.is_empty());
-        assert!(started.elapsed() < Duration::from_secs(5), "closed hub must end the poll early");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "closed hub must end the poll early"
+        );
     }
 
     #[tokio::test]

@@ -195,18 +195,16 @@ impl WriterLoop {
     /// limit) in one transaction, commits once, then answers and wakes. Jobs that queue up
     /// while earlier ones run join the same commit, so the batch grows with the load without
     /// any artificial wait. Returns a shutdown request met while draining.
-    fn commit_batch(
-        &mut self,
-        first: Job,
-        rx: &mut mpsc::Receiver<Command>,
-    ) -> Option<oneshot::Sender<SqlResult<()>>> {
+    fn commit_batch(&mut self, first: Job, rx: &mut mpsc::Receiver<Command>) -> Option<oneshot::Sender<SqlResult<()>>> {
         if let Some(reason) = &self.poisoned {
             first(None)(Err(StorageError::Poisoned(reason.clone())));
             return None;
         }
         if let Err(e) = exec(&self.conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "could not begin a transaction");
-            first(None)(Err(StorageError::Internal(format!("could not begin a transaction: {e}"))));
+            first(None)(Err(StorageError::Internal(format!(
+                "could not begin a transaction: {e}"
+            ))));
             return None;
         }
         let mut wake = Vec::new();

@@ -41,12 +41,18 @@ pub(crate) struct Args {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(args.messages > 0 && args.http_messages > 0, "message counts must be positive");
+    anyhow::ensure!(
+        args.messages > 0 && args.http_messages > 0,
+        "message counts must be positive"
+    );
     anyhow::ensure!(
         args.producers > 0 && args.consumers > 0 && args.http_clients > 1,
         "need at least one producer, one consumer and two HTTP clients"
     );
-    anyhow::ensure!(args.latency_rate > 0 && args.latency_secs > 0, "the paced run needs a rate and a length");
+    anyhow::ensure!(
+        args.latency_rate > 0 && args.latency_secs > 0,
+        "the paced run needs a rate and a length"
+    );
     let config = BenchConfig {
         messages: args.messages,
         payload_bytes: args.payload_bytes,
