@@ -1,5 +1,5 @@
-//! The shared conformance suite of `courier-testkit`, run against the SQLite engine: each
-//! test gets its own database file in its own temp dir.
+//! The shared conformance suite of `courier-testkit` and its model-based property test, run
+//! against the SQLite engine: each test gets its own database file in its own temp dir.
 
 use std::sync::Arc;
 
@@ -25,3 +25,4 @@ impl Harness for SqliteHarness {
 }
 
 courier_testkit::conformance_tests!(SqliteHarness);
+courier_testkit::model_tests!(SqliteHarness);
