@@ -2,6 +2,8 @@
 //! ack) and enqueue-to-receive latency, with a raw SQLite baseline measured in the same run so
 //! results are reported as a ratio that means something on any machine.
 
+#![warn(clippy::unwrap_used)]
+
 mod baseline;
 mod http;
 mod inprocess;

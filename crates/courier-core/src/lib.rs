@@ -7,6 +7,8 @@
 //! - a place for I/O: nothing here touches files, sockets or databases. The only runtime
 //!   dependency is tokio's `sync` and `time`, for the long-poll wait in [`wait`].
 
+#![warn(clippy::unwrap_used)]
+
 pub mod engine;
 pub mod error;
 pub mod id;

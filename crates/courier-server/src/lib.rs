@@ -8,6 +8,8 @@
 //! - a place for process concerns: config files, signals and logging setup live in `courier-cli`;
 //! - tied to one engine: it only sees the `QueueEngine` trait.
 
+#![warn(clippy::unwrap_used)]
+
 pub mod app;
 pub mod dlq;
 pub mod error;

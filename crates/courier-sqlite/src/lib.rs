@@ -5,6 +5,8 @@
 //! its commit is durable (WAL, `synchronous = FULL`). See `docs/specs/queue-semantics.md`
 //! for the contract and `ARCHITECTURE.md` for how the pieces fit.
 
+#![warn(clippy::unwrap_used)]
+
 mod admin;
 mod engine;
 mod enqueue;

@@ -9,6 +9,7 @@
 //! - an engine for production ([`ModelEngine`] keeps everything in memory and is not durable);
 //! - a place for engine-specific tests (crash and fsync tests live with their engine).
 
+#![warn(clippy::unwrap_used)]
 #![warn(missing_docs)]
 
 pub mod conformance;
