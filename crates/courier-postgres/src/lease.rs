@@ -1,0 +1,446 @@
+//! Operations that need a valid lease: ack, nack, extend and the state document; plus the
+//! ordering-group bookkeeping they trigger and the advisory locks that keep it right across
+//! nodes.
+//!
+//! Lock order, to keep deadlocks rare (the ones left are retried, see `tx::retry`): the
+//! queue-wide advisory lock, then group advisory locks in key order, then rows. Settling a
+//! message takes its row lock first and the group lock after, which is safe because whoever
+//! holds a group lock only ever waits for rows of that group that nobody else can hold.
+
+use std::time::Duration;
+
+use courier_core::limits::ERROR_TEXT_BYTES_MAX;
+use courier_core::{
+    Etag, FencingToken, Lease, LeaseError, MessageId, NackIntent, QueueRef, Receipt, StateDoc, StateError,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::error::{corrupt, Db};
+use crate::queues::QueueMeta;
+use crate::row::{ms_i64, to_u32, to_u64};
+use crate::schema::status;
+use crate::tx::{Core, Ctx};
+
+/// Which of the groups `$2` (text[]) of queue `$1` have a live message.
+/// `ordering_group IS NOT NULL` lets the planner use the partial group index.
+pub(crate) const GROUPS_LIVE_SQL: &str = "SELECT DISTINCT ordering_group FROM messages \
+     WHERE queue_id = $1 AND ordering_group IS NOT NULL AND ordering_group = ANY($2) AND status IN (0, 1, 2)";
+
+/// Makes the oldest blocked message of group `$2` in queue `$1` active, unless the group has
+/// an active one.
+pub(crate) const PROMOTE_SQL: &str = "UPDATE messages SET status = 0 WHERE queue_id = $1 AND id = (\
+       SELECT id FROM messages WHERE queue_id = $1 AND ordering_group IS NOT NULL \
+       AND ordering_group = $2 AND status = 2 ORDER BY seq LIMIT 1) \
+     AND NOT EXISTS (SELECT 1 FROM messages WHERE queue_id = $1 AND ordering_group IS NOT NULL \
+       AND ordering_group = $2 AND status IN (0, 1))";
+
+/// Deletes message `$2` of queue `$1` if lease `$3` is current at time `$4`.
+pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status = 1 \
+     AND lease_id = $3 AND visible_at > $4 RETURNING ordering_group, fencing_token";
+
+/// A stable 64-bit advisory lock key for `parts` within `schema` (FNV-1a; every node computes
+/// the same key). Two keys colliding only makes two unrelated operations wait for each other.
+pub(crate) fn lock_key(schema: &str, parts: &[&[u8]]) -> i64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash = OFFSET;
+    for part in std::iter::once(schema.as_bytes()).chain(parts.iter().copied()) {
+        // 0xff never occurs in UTF-8, so it separates the parts unambiguously.
+        for &byte in part.iter().chain(&[0xff]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(PRIME);
+        }
+    }
+    i64::from_ne_bytes(hash.to_ne_bytes())
+}
+
+fn group_key(core: &Core, queue_id: i64, group: &str) -> i64 {
+    lock_key(&core.schema, &[b"group", &queue_id.to_be_bytes(), group.as_bytes()])
+}
+
+fn queue_key(core: &Core, queue_id: i64) -> i64 {
+    lock_key(&core.schema, &[b"queue", &queue_id.to_be_bytes()])
+}
+
+/// Serializes everything that adds a message to a group (enqueue, redrive) or picks a group's
+/// next active message (promotion), on every node, until the transaction ends.
+pub(crate) async fn lock_groups(ctx: &mut Ctx<'_>, queue_id: i64, groups: &[&str]) -> Db<()> {
+    let mut keys: Vec<i64> = groups.iter().map(|g| group_key(ctx.core, queue_id, g)).collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    sqlx::query("SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) AS k")
+        .bind(keys)
+        .execute(ctx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Shared by operations that add grouped messages, exclusive for purge: a purge must not race
+/// an enqueue that saw a live group head and placed its message behind it as blocked.
+pub(crate) async fn lock_queue_shared(ctx: &mut Ctx<'_>, queue_id: i64) -> Db<()> {
+    let key = queue_key(ctx.core, queue_id);
+    sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+        .bind(key)
+        .execute(ctx.conn())
+        .await?;
+    Ok(())
+}
+
+/// See [`lock_queue_shared`].
+pub(crate) async fn lock_queue_exclusive(ctx: &mut Ctx<'_>, queue_id: i64) -> Db<()> {
+    let key = queue_key(ctx.core, queue_id);
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(key)
+        .execute(ctx.conn())
+        .await?;
+    Ok(())
+}
+
+/// The groups among `groups` that have a live (not dead-lettered) message. The caller holds
+/// their group locks. `ordering_group IS NOT NULL` lets the planner use the partial index.
+pub(crate) async fn groups_with_live_messages(ctx: &mut Ctx<'_>, queue_id: i64, groups: &[&str]) -> Db<Vec<String>> {
+    if groups.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(GROUPS_LIVE_SQL)
+        .bind(queue_id)
+        .bind(groups)
+        .fetch_all(ctx.conn())
+        .await
+}
+
+/// For each group whose active message just left, makes its oldest blocked message active
+/// (ready or delayed by its own `visible_at`), and wakes the queue if one was.
+pub(crate) async fn promote_groups(ctx: &mut Ctx<'_>, queue: &QueueRef, queue_id: i64, groups: &[String]) -> Db<()> {
+    let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+    lock_groups(ctx, queue_id, &names).await?;
+    let mut promoted = false;
+    for group in groups {
+        // A statement of its own, after the lock: its snapshot sees every commit made under it.
+        let changed = sqlx::query(PROMOTE_SQL)
+            .bind(queue_id)
+            .bind(group)
+            .execute(ctx.conn())
+            .await?
+            .rows_affected();
+        promoted |= changed > 0;
+    }
+    if promoted {
+        ctx.wake(queue);
+    }
+    Ok(())
+}
+
+/// Why a conditional settle touched no row: the message is gone, or its lease is not this one.
+async fn refusal(ctx: &mut Ctx<'_>, queue_id: i64, id: MessageId) -> Db<LeaseError> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM messages WHERE queue_id = $1 AND id = $2")
+        .bind(queue_id)
+        .bind(id.0)
+        .fetch_optional(ctx.conn())
+        .await?;
+    Ok(match exists {
+        Some(_) => LeaseError::Stale(id),
+        None => LeaseError::MessageNotFound(id),
+    })
+}
+
+/// The columns of a leased message that settlement needs.
+struct Leased {
+    failures: u32,
+    max_attempts: u32,
+    group: Option<String>,
+    state_version: u64,
+}
+
+/// Locks the message behind `receipt` (`FOR UPDATE`, so no node changes it until we commit)
+/// and checks that the lease on it is valid now.
+async fn lock_leased(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+) -> Db<Result<(QueueMeta, Leased), LeaseError>> {
+    let not_found = LeaseError::MessageNotFound(receipt.message_id);
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+        return Ok(Err(not_found));
+    };
+    let row = sqlx::query(
+        "SELECT status, lease_id, visible_at, failures, max_attempts, ordering_group, state_version \
+         FROM messages WHERE queue_id = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(meta.id)
+    .bind(receipt.message_id.0)
+    .fetch_optional(ctx.conn())
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(not_found));
+    };
+    if !holds(ctx, receipt, row.try_get(0)?, row.try_get(1)?, row.try_get(2)?) {
+        return Ok(Err(LeaseError::Stale(receipt.message_id)));
+    }
+    let leased = Leased {
+        failures: to_u32(row.try_get(3)?),
+        max_attempts: to_u32(row.try_get(4)?),
+        group: row.try_get(5)?,
+        state_version: to_u64(row.try_get(6)?),
+    };
+    Ok(Ok((meta, leased)))
+}
+
+/// A lease is valid while the message is in flight under this lease id and `T < deadline`.
+fn holds(ctx: &Ctx<'_>, receipt: &Receipt, st: i16, lease_id: Option<Uuid>, deadline: i64) -> bool {
+    st == status::IN_FLIGHT && lease_id == Some(receipt.lease_id.0) && ctx.now.as_millis() < deadline
+}
+
+/// Acks each receipt independently, in order, in one transaction.
+pub(crate) async fn ack_many(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipts: &[Receipt],
+) -> Db<Vec<Result<(), LeaseError>>> {
+    let meta = crate::queues::find(ctx, queue).await?;
+    let mut out = Vec::with_capacity(receipts.len());
+    for receipt in receipts {
+        out.push(match &meta {
+            Some(meta) => ack(ctx, queue, meta, receipt).await?,
+            None => Err(LeaseError::MessageNotFound(receipt.message_id)),
+        });
+    }
+    Ok(out)
+}
+
+/// Deletes the message if the receipt's lease is current, in one statement whose row lock
+/// makes the check and the delete one step on every node; only a refused ack pays for a
+/// second lookup that tells "unknown message" from "stale lease".
+async fn ack(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta, receipt: &Receipt) -> Db<Result<(), LeaseError>> {
+    let deleted: Option<(Option<String>, i64)> = sqlx::query_as(ACK_SQL)
+        .bind(meta.id)
+        .bind(receipt.message_id.0)
+        .bind(receipt.lease_id.0)
+        .bind(ctx.now.as_millis())
+        .fetch_optional(ctx.conn())
+        .await?;
+    let Some((group, fencing_token)) = deleted else {
+        return Ok(Err(refusal(ctx, meta.id, receipt.message_id).await?));
+    };
+    debug_assert!(fencing_token >= 1, "an acked message was leased at least once");
+    if let Some(group) = group {
+        promote_groups(ctx, queue, meta.id, &[group]).await?;
+    }
+    Ok(Ok(()))
+}
+
+/// Returns a leased message to the queue as a failure or a deferral.
+pub(crate) async fn nack(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+    intent: NackIntent,
+) -> Db<Result<(), LeaseError>> {
+    let (meta, leased) = match lock_leased(ctx, queue, receipt).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let id = receipt.message_id;
+    match intent {
+        NackIntent::Defer { delay } => {
+            let at = ctx.now.saturating_add(delay).as_millis();
+            retry_at(ctx, meta.id, id, leased.failures, None, at).await?;
+        }
+        NackIntent::Failure { error, delay } => {
+            let failures = leased.failures + 1;
+            let error = truncate_at_char_boundary(error, ERROR_TEXT_BYTES_MAX);
+            debug_assert!(
+                leased.failures < leased.max_attempts,
+                "a leased message is below its attempt limit"
+            );
+            if failures >= leased.max_attempts {
+                dead_letter(ctx, meta.id, id, failures, &error).await?;
+                if let Some(group) = leased.group {
+                    promote_groups(ctx, queue, meta.id, &[group]).await?;
+                }
+            } else {
+                let delay = delay.unwrap_or_else(|| meta.policy.retry_delay(failures));
+                let at = ctx.now.saturating_add(delay).as_millis();
+                retry_at(ctx, meta.id, id, failures, Some(&error), at).await?;
+            }
+        }
+    }
+    ctx.wake(queue);
+    Ok(Ok(()))
+}
+
+async fn retry_at(
+    ctx: &mut Ctx<'_>,
+    queue_id: i64,
+    id: MessageId,
+    failures: u32,
+    error: Option<&str>,
+    at: i64,
+) -> Db<()> {
+    sqlx::query(
+        "UPDATE messages SET status = 0, visible_at = $3, failures = $4, lease_id = NULL, \
+         last_error = COALESCE($5, last_error) WHERE queue_id = $1 AND id = $2",
+    )
+    .bind(queue_id)
+    .bind(id.0)
+    .bind(at)
+    .bind(i32::try_from(failures).unwrap_or(i32::MAX))
+    .bind(error)
+    .execute(ctx.conn())
+    .await?;
+    Ok(())
+}
+
+async fn dead_letter(ctx: &mut Ctx<'_>, queue_id: i64, id: MessageId, failures: u32, error: &str) -> Db<()> {
+    sqlx::query(
+        "UPDATE messages SET status = 3, failures = $3, last_error = $4, dead_reason = 1, lease_id = NULL \
+         WHERE queue_id = $1 AND id = $2",
+    )
+    .bind(queue_id)
+    .bind(id.0)
+    .bind(i32::try_from(failures).unwrap_or(i32::MAX))
+    .bind(error)
+    .execute(ctx.conn())
+    .await?;
+    Ok(())
+}
+
+fn truncate_at_char_boundary(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Moves the lease deadline to now + `by`, in one conditional statement.
+pub(crate) async fn extend(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+    by: Duration,
+) -> Db<Result<Lease, LeaseError>> {
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+        return Ok(Err(LeaseError::MessageNotFound(receipt.message_id)));
+    };
+    let deadline = ctx.now.saturating_add(by);
+    let updated: Option<(i64, i32)> = sqlx::query_as(
+        "UPDATE messages SET visible_at = $4 WHERE queue_id = $1 AND id = $2 AND status = 1 AND lease_id = $3 \
+         AND visible_at > $5 RETURNING fencing_token, failures",
+    )
+    .bind(meta.id)
+    .bind(receipt.message_id.0)
+    .bind(receipt.lease_id.0)
+    .bind(deadline.as_millis())
+    .bind(ctx.now.as_millis())
+    .fetch_optional(ctx.conn())
+    .await?;
+    let Some((token, failures)) = updated else {
+        return Ok(Err(refusal(ctx, meta.id, receipt.message_id).await?));
+    };
+    Ok(Ok(Lease {
+        lease_id: receipt.lease_id,
+        fencing_token: FencingToken(to_u64(token)),
+        attempt: to_u32(failures) + 1,
+        deadline,
+    }))
+}
+
+/// Reads the state document of a leased message.
+pub(crate) async fn get_state(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+) -> Db<Result<StateDoc, StateError>> {
+    let not_found = LeaseError::MessageNotFound(receipt.message_id);
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+        return Ok(Err(not_found.into()));
+    };
+    let row = sqlx::query(
+        "SELECT status, lease_id, visible_at, state, state_version FROM messages WHERE queue_id = $1 AND id = $2",
+    )
+    .bind(meta.id)
+    .bind(receipt.message_id.0)
+    .fetch_optional(ctx.conn())
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(not_found.into()));
+    };
+    if !holds(ctx, receipt, row.try_get(0)?, row.try_get(1)?, row.try_get(2)?) {
+        return Ok(Err(LeaseError::Stale(receipt.message_id).into()));
+    }
+    let value = match row.try_get::<Option<String>, _>(3)? {
+        Some(text) => serde_json::from_str(&text).map_err(|e| corrupt("state document", e))?,
+        None => serde_json::Value::Null,
+    };
+    let etag = Etag::from_version(to_u64(row.try_get(4)?));
+    Ok(Ok(StateDoc { value, etag }))
+}
+
+/// Replaces the state document of a leased message, if `if_match` matches.
+pub(crate) async fn put_state(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    receipt: &Receipt,
+    encoded: &str,
+    if_match: Option<&Etag>,
+) -> Db<Result<Etag, StateError>> {
+    let (meta, leased) = match lock_leased(ctx, queue, receipt).await? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused.into())),
+    };
+    let current = Etag::from_version(leased.state_version);
+    if let Some(expected) = if_match {
+        if *expected != current {
+            return Ok(Err(StateError::EtagMismatch {
+                expected: expected.clone(),
+                current,
+            }));
+        }
+    }
+    let version = leased.state_version + 1;
+    sqlx::query("UPDATE messages SET state = $3, state_version = $4 WHERE queue_id = $1 AND id = $2")
+        .bind(meta.id)
+        .bind(receipt.message_id.0)
+        .bind(encoded)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .execute(ctx.conn())
+        .await?;
+    Ok(Ok(Etag::from_version(version)))
+}
+
+/// Milliseconds of a lease override, as stored in `messages.lease_ms`.
+pub(crate) fn lease_ms(lease: Option<Duration>) -> Option<i64> {
+    lease.map(ms_i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_keys_are_stable_and_separate_their_parts() {
+        let a = lock_key("courier", &[b"group", b"ab"]);
+        assert_eq!(a, lock_key("courier", &[b"group", b"ab"]));
+        assert_ne!(a, lock_key("courier", &[b"groupa", b"b"]));
+        assert_ne!(a, lock_key("other", &[b"group", b"ab"]));
+        // Pinned: every node of a cluster, whatever its build, must compute the same key.
+        assert_eq!(
+            lock_key("", &[]),
+            i64::from_ne_bytes(0xaf64_724c_8602_eb6e_u64.to_ne_bytes())
+        );
+    }
+
+    #[test]
+    fn error_text_is_cut_at_a_char_boundary() {
+        assert_eq!(truncate_at_char_boundary("€€".into(), 4), "€");
+        assert_eq!(truncate_at_char_boundary("abc".into(), 3), "abc");
+    }
+}

@@ -1,0 +1,70 @@
+//! Courier's queue engine on PostgreSQL, for several `courier serve` nodes sharing one database.
+//!
+//! Every operation is one transaction, committed (with `synchronous_commit = on`) before it
+//! returns. Receivers take disjoint messages with `FOR UPDATE SKIP LOCKED`; leases, fencing
+//! tokens and acks are single conditional statements under row locks, so two nodes can never
+//! both hold a valid lease on one message. Ordering groups are serialized across nodes with
+//! advisory locks. A receiver long-polling on one node is woken by commits on any node through
+//! `LISTEN/NOTIFY`. The tables live in their own schema (default `courier`), created and
+//! upgraded by the versioned migrations in `migrations/`.
+//!
+//! See `docs/specs/queue-semantics.md` for the contract and `ARCHITECTURE.md` for how the
+//! pieces fit.
+
+#![warn(clippy::unwrap_used)]
+
+mod admin;
+mod engine;
+mod enqueue;
+mod error;
+mod lease;
+mod options;
+mod queues;
+mod receive;
+mod row;
+mod schema;
+mod tx;
+mod wake;
+
+pub use engine::{migrate, PostgresEngine};
+pub use options::{PostgresOptions, SCHEMA_DEFAULT, SCHEMA_PARAM};
+
+/// The hot-path statements, exposed so the plan tests can `EXPLAIN` exactly what the engine
+/// runs. Not a stable API.
+#[doc(hidden)]
+pub mod plans {
+    /// The receive statement: `$1` queue id, `$2` now (ms), `$3` max messages, `$4` receive
+    /// lease (ms, nullable), `$5` policy lease (ms).
+    pub fn receive() -> String {
+        crate::receive::receive_sql()
+    }
+
+    /// Statements taking `$1` queue id, `$2` now (ms) and `$3` a row limit, by name.
+    pub fn maintenance() -> Vec<(&'static str, String)> {
+        use crate::receive::{EXPIRED_CTE, EXPIRE_DEAD_LETTER_SQL, EXPIRE_DROP_SQL, RECLAIM_SQL};
+        vec![
+            ("reclaim", RECLAIM_SQL.to_owned()),
+            ("expire (dead-letter)", format!("{EXPIRED_CTE}{EXPIRE_DEAD_LETTER_SQL}")),
+            ("expire (drop)", format!("{EXPIRED_CTE}{EXPIRE_DROP_SQL}")),
+        ]
+    }
+
+    /// The next-due statement: `$1` queue id, `$2` now (ms).
+    pub fn next_due() -> &'static str {
+        crate::receive::NEXT_DUE_SQL
+    }
+
+    /// The ack statement: `$1` queue id, `$2` message id, `$3` lease id, `$4` now (ms).
+    pub fn ack() -> &'static str {
+        crate::lease::ACK_SQL
+    }
+
+    /// Group statements taking `$1` queue id and `$2`: the live-group check (`text[]`) of an
+    /// enqueue, and the promotion of a group's next message (`text`).
+    pub fn groups() -> [(&'static str, &'static str); 2] {
+        [
+            ("groups with live messages", crate::lease::GROUPS_LIVE_SQL),
+            ("promote", crate::lease::PROMOTE_SQL),
+        ]
+    }
+}

@@ -1,0 +1,178 @@
+//! Receive: reclaiming lapsed leases, expiring messages, then leasing the oldest ready ones
+//! with one `FOR UPDATE SKIP LOCKED` statement, so receivers on any number of nodes take
+//! disjoint messages without waiting for each other.
+
+use courier_core::{
+    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, ReceiveOptions, Timestamp,
+};
+use sqlx::Row;
+
+use crate::error::{corrupt, Db};
+use crate::lease::promote_groups;
+use crate::queues::QueueMeta;
+use crate::row::{ms_i64, read_message, MESSAGE_COLUMNS};
+use crate::schema::status;
+use crate::tx::Ctx;
+
+/// Most rows one maintenance step handles. A bigger backlog (say a million leases lapsing in
+/// the same second) is worked off by the next calls instead of in one huge transaction that
+/// would hold a lock per touched ordering group.
+pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
+
+/// The statement that leases up to `max` ready messages: `$1` queue id, `$2` now, `$3` max,
+/// `$4` the receive's lease in ms (or NULL), `$5` the policy's lease in ms. Each row comes back
+/// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by.
+///
+/// The picked ids go to the UPDATE as one array (`id = ANY(…)`), so the update is a primary-key
+/// probe per message even in a generic plan, where a join against the pick could be planned as
+/// a hash join over the whole table.
+pub(crate) fn receive_sql() -> String {
+    let pick = "WITH picked AS MATERIALIZED (\
+       SELECT id, visible_at, seq FROM messages \
+       WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
+       ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
+     batch AS (SELECT array_agg(id ORDER BY visible_at, seq) AS ids FROM picked) \
+     UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
+       lease_id = gen_random_uuid(), fencing_token = m.fencing_token + 1, deliveries = m.deliveries + 1 \
+     FROM batch WHERE m.queue_id = $1 AND m.id = ANY(batch.ids) \
+     RETURNING array_position(batch.ids, m.id), ";
+    format!("{pick}{MESSAGE_COLUMNS}")
+}
+
+/// In-flight messages whose lease ran out count a failure: ready again at their deadline, or
+/// dead-lettered at max attempts. `$1` queue id, `$2` now, `$3` row limit.
+pub(crate) const RECLAIM_SQL: &str = "WITH lapsed AS MATERIALIZED (\
+       SELECT id FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at <= $2 \
+       ORDER BY visible_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
+     UPDATE messages m SET failures = m.failures + 1, last_error = 'lease expired', lease_id = NULL, \
+       status = CASE WHEN m.failures + 1 >= m.max_attempts THEN 3 ELSE 0 END, \
+       dead_reason = CASE WHEN m.failures + 1 >= m.max_attempts THEN 1 ELSE NULL END \
+     FROM lapsed WHERE m.queue_id = $1 AND m.id = lapsed.id \
+     RETURNING m.status, m.ordering_group";
+
+/// Live, unleased messages past their TTL, with the status they had. `$1` queue id, `$2` now,
+/// `$3` row limit. The `expires_at IS NOT NULL AND status IN (0, 2)` terms match the partial
+/// index's predicate.
+pub(crate) const EXPIRED_CTE: &str = "WITH expired AS MATERIALIZED (\
+       SELECT id, status AS was FROM messages \
+       WHERE queue_id = $1 AND expires_at <= $2 AND expires_at IS NOT NULL AND status IN (0, 2) \
+       LIMIT $3 FOR UPDATE SKIP LOCKED) ";
+
+/// See [`EXPIRED_CTE`]: dead-letters them with reason "expired".
+pub(crate) const EXPIRE_DEAD_LETTER_SQL: &str = "UPDATE messages m SET status = 3, dead_reason = 2, lease_id = NULL \
+     FROM expired WHERE m.queue_id = $1 AND m.id = expired.id RETURNING expired.was, m.ordering_group";
+
+/// See [`EXPIRED_CTE`]: deletes them.
+pub(crate) const EXPIRE_DROP_SQL: &str =
+    "DELETE FROM messages m USING expired WHERE m.queue_id = $1 AND m.id = expired.id \
+     RETURNING expired.was, m.ordering_group";
+
+/// The earliest delayed `visible_at` or lease deadline after `$2` in queue `$1`: two index
+/// probes.
+pub(crate) const NEXT_DUE_SQL: &str = "SELECT LEAST(\
+       (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 0 AND visible_at > $2), \
+       (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at > $2))";
+
+/// Leases up to `opts.max_messages` ready messages of `queue`.
+pub(crate) async fn try_receive(ctx: &mut Ctx<'_>, queue: &QueueRef, opts: &ReceiveOptions) -> Db<ReceiveBatch> {
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+        return Ok(ReceiveBatch::default());
+    };
+    maintain(ctx, queue, &meta).await?;
+    let deliveries = lease_ready(ctx, &meta, opts).await?;
+    let next_due = if deliveries.is_empty() {
+        next_due(ctx, meta.id).await?
+    } else {
+        None
+    };
+    Ok(ReceiveBatch { deliveries, next_due })
+}
+
+async fn lease_ready(ctx: &mut Ctx<'_>, meta: &QueueMeta, opts: &ReceiveOptions) -> Db<Vec<Delivery>> {
+    let rows = sqlx::query(&receive_sql())
+        .bind(meta.id)
+        .bind(ctx.now.as_millis())
+        .bind(i64::try_from(opts.max_messages).unwrap_or(i64::MAX))
+        .bind(opts.lease.map(ms_i64))
+        .bind(ms_i64(meta.policy.lease()))
+        .fetch_all(ctx.conn())
+        .await?;
+    let mut leased = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let position: Option<i32> = row.try_get(0)?;
+        // MESSAGE_COLUMNS follow the position.
+        let message = read_message(row, 1, ctx.now)?;
+        leased.push((position, message));
+    }
+    // UPDATE … RETURNING has no order; deliveries come in pick order, (visible_at, seq).
+    leased.sort_by_key(|(position, _)| *position);
+    leased.into_iter().map(|(_, m)| delivery(m)).collect()
+}
+
+fn delivery(m: crate::row::MessageRow) -> Db<Delivery> {
+    let lease_id = m
+        .lease_id
+        .ok_or_else(|| corrupt("lease", "a leased row has no lease id"))?;
+    let deadline = m.info.visible_at;
+    debug_assert!(
+        m.fencing_token >= u64::from(m.info.deliveries),
+        "the fencing token grows with every lease"
+    );
+    Ok(Delivery {
+        lease: Lease {
+            lease_id: LeaseId(lease_id),
+            fencing_token: FencingToken(m.fencing_token),
+            attempt: m.info.failures + 1,
+            deadline,
+        },
+        message: m.info,
+    })
+}
+
+async fn next_due(ctx: &mut Ctx<'_>, queue_id: i64) -> Db<Option<Timestamp>> {
+    let due: Option<i64> = sqlx::query_scalar(NEXT_DUE_SQL)
+        .bind(queue_id)
+        .bind(ctx.now.as_millis())
+        .fetch_one(ctx.conn())
+        .await?;
+    Ok(due.map(Timestamp))
+}
+
+/// Brings the queue up to date with the clock: lapsed leases count a failed attempt,
+/// expired messages are dropped or dead-lettered, and groups whose active message left move on.
+pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
+    let mut groups = Vec::new();
+    let reclaimed: Vec<(i16, Option<String>)> = sqlx::query_as(RECLAIM_SQL)
+        .bind(meta.id)
+        .bind(ctx.now.as_millis())
+        .bind(MAINTENANCE_ROWS_MAX)
+        .fetch_all(ctx.conn())
+        .await?;
+    for (st, group) in reclaimed {
+        if let (status::DEAD, Some(group)) = (st, group) {
+            groups.push(group);
+        }
+    }
+    let expire = match meta.policy.on_expire {
+        ExpiryAction::DeadLetter => EXPIRE_DEAD_LETTER_SQL,
+        ExpiryAction::Drop => EXPIRE_DROP_SQL,
+    };
+    let expired: Vec<(i16, Option<String>)> = sqlx::query_as(&format!("{EXPIRED_CTE}{expire}"))
+        .bind(meta.id)
+        .bind(ctx.now.as_millis())
+        .bind(MAINTENANCE_ROWS_MAX)
+        .fetch_all(ctx.conn())
+        .await?;
+    for (was, group) in expired {
+        // Only a ready message can be a group's active one; a blocked one leaving changes nothing.
+        if let (status::READY, Some(group)) = (was, group) {
+            groups.push(group);
+        }
+    }
+    groups.sort_unstable();
+    groups.dedup();
+    if !groups.is_empty() {
+        promote_groups(ctx, queue, meta.id, &groups).await?;
+    }
+    Ok(())
+}

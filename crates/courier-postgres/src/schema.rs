@@ -1,0 +1,89 @@
+//! The schema, as versioned migrations applied in order at open, inside the configured schema.
+//!
+//! A migration is never edited once released; changes are new files in `migrations/`, appended
+//! to [`MIGRATIONS`]. The version table lives in the same schema, so Courier can share a
+//! database with an application without touching its tables.
+
+use courier_core::StorageError;
+use sqlx::{Connection, Executor, PgConnection};
+
+use crate::error::storage;
+use crate::lease::lock_key;
+
+/// Message statuses as stored in `messages.status`. SQL text spells them as literals (so the
+/// planner can match the partial indexes); these name them on the Rust side.
+pub(crate) mod status {
+    /// Ready or delayed (visible at `visible_at`).
+    pub(crate) const READY: i16 = 0;
+    /// Leased; `visible_at` is the lease deadline.
+    pub(crate) const IN_FLIGHT: i16 = 1;
+    /// Waiting behind an earlier message of its ordering group.
+    pub(crate) const BLOCKED: i16 = 2;
+    /// In the dead-letter queue.
+    pub(crate) const DEAD: i16 = 3;
+}
+
+/// `(version, SQL)`, oldest first; versions are 1, 2, 3, … without gaps.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+
+/// The newest schema version this build knows.
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |(v, _)| *v)
+}
+
+/// Creates `schema` if missing and applies every migration newer than its version, all in one
+/// transaction. Nodes starting together serialize on an advisory lock: the first migrates, the
+/// others then find nothing to do. A database newer than this build is refused.
+///
+/// The connection's `search_path` must already be `schema` (the pool sets it on connect).
+pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64, StorageError> {
+    let mut tx = conn.begin().await.map_err(storage)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(schema, &[b"migrate"]))
+        .execute(&mut *tx)
+        .await
+        .map_err(storage)?;
+    // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`; quoting also covers reserved words.
+    let bootstrap = format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
+         CREATE TABLE IF NOT EXISTS courier_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    );
+    (&mut *tx).execute(sqlx::raw_sql(&bootstrap)).await.map_err(storage)?;
+    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM courier_migrations")
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(storage)?;
+    if current > latest_version() {
+        return Err(StorageError::Internal(format!(
+            "schema {schema} is at version {current}, newer than this build of Courier knows ({}); upgrade Courier",
+            latest_version()
+        )));
+    }
+    // Collected first: an iterator adapter held across the awaits below would make this
+    // future not `Send` (a known rustc limitation with higher-ranked lifetimes).
+    let pending: Vec<(i64, &'static str)> = MIGRATIONS.iter().copied().filter(|(v, _)| *v > current).collect();
+    for (version, sql) in pending {
+        // `Executor::execute` rather than `RawSql::execute`, whose future is not provably `Send`.
+        (&mut *tx).execute(sqlx::raw_sql(sql)).await.map_err(storage)?;
+        sqlx::query("INSERT INTO courier_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(storage)?;
+        tracing::info!(version, schema, "applied postgres migration");
+    }
+    tx.commit().await.map_err(storage)?;
+    Ok(latest_version().max(current))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_count_up_from_one_without_gaps() {
+        for (index, (version, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i64::try_from(index).unwrap() + 1);
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! What every operation runs inside: one transaction with the clock's time, the wake-ups to
+//! send once it commits, and the retry of a transaction PostgreSQL rolled back on a conflict.
+//!
+//! This is the PostgreSQL counterpart of the SQLite engine's `writer.rs`: there one thread
+//! batches operations into a transaction; here each operation has its own, and the database's
+//! row locks and advisory locks keep concurrent ones (on any node) apart.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use courier_core::{Clock, MessageId, MessageIdGenerator, QueueRef, StorageError, Timestamp, WaitHub};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+
+use crate::error::{is_conflict, storage, Db};
+
+/// How many times a transaction rolled back by a deadlock or serialization failure is run in
+/// all before the caller gets `Unavailable`.
+const CONFLICT_ATTEMPTS_MAX: u32 = 5;
+
+/// What the operations of one engine share.
+pub(crate) struct Core {
+    pub(crate) pool: PgPool,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) hub: Arc<WaitHub>,
+    /// The schema the tables live in; part of every advisory lock key.
+    pub(crate) schema: String,
+    /// The LISTEN/NOTIFY channel of this schema.
+    pub(crate) channel: String,
+    ids: Mutex<MessageIdGenerator>,
+}
+
+impl Core {
+    pub(crate) fn new(pool: PgPool, clock: Arc<dyn Clock>, hub: Arc<WaitHub>, schema: String) -> Self {
+        let channel = crate::wake::channel(&schema);
+        Self {
+            pool,
+            clock,
+            hub,
+            schema,
+            channel,
+            ids: Mutex::new(MessageIdGenerator::new()),
+        }
+    }
+
+    /// `n` fresh ids stamped `now`, increasing in the order returned.
+    pub(crate) fn mint_ids(&self, now: Timestamp, n: usize) -> Vec<MessageId> {
+        let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
+        (0..n).map(|_| ids.next(now)).collect()
+    }
+}
+
+/// One operation's transaction.
+pub(crate) struct Ctx<'e> {
+    pub(crate) tx: Transaction<'static, Postgres>,
+    /// The engine clock's time when the transaction began; every deadline is computed from it.
+    pub(crate) now: Timestamp,
+    pub(crate) core: &'e Core,
+    wake: Vec<QueueRef>,
+}
+
+impl<'e> Ctx<'e> {
+    /// Takes a pooled connection (failing after the acquire timeout) and begins a transaction.
+    pub(crate) async fn begin(core: &'e Core) -> Db<Self> {
+        let tx = core.pool.begin().await?;
+        Ok(Self {
+            tx,
+            now: core.clock.now(),
+            core,
+            wake: Vec::new(),
+        })
+    }
+
+    /// The transaction's connection, for `execute(ctx.conn())`.
+    pub(crate) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Asks for the queue's long-polls to be woken, on every node, once this commits.
+    pub(crate) fn wake(&mut self, queue: &QueueRef) {
+        if !self.wake.contains(queue) {
+            self.wake.push(queue.clone());
+        }
+    }
+
+    /// Queues the NOTIFYs (PostgreSQL delivers them only if the commit succeeds), commits, then
+    /// wakes this node's receivers directly rather than waiting for the notification to loop back.
+    async fn commit(mut self) -> Db<()> {
+        for queue in &self.wake {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(&self.core.channel)
+                .bind(queue.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        for queue in &self.wake {
+            self.core.hub.notify(queue);
+        }
+        Ok(())
+    }
+}
+
+impl Ctx<'_> {
+    /// Commits when the operation succeeded and rolls back otherwise, always explicitly: a
+    /// transaction that sqlx drops is rolled back later, in the background, and until then its
+    /// row locks make other receivers `SKIP LOCKED` past messages that nobody holds.
+    pub(crate) async fn finish<T, E>(self, result: Db<Result<T, E>>) -> Db<Result<T, E>> {
+        match result {
+            Ok(Ok(value)) => {
+                self.commit().await?;
+                Ok(Ok(value))
+            }
+            Ok(Err(refused)) => {
+                self.tx.rollback().await?;
+                Ok(Err(refused))
+            }
+            Err(e) => Err(self.abandon(e).await),
+        }
+    }
+
+    /// [`finish`](Self::finish) for operations without a refusal of their own.
+    pub(crate) async fn finish_ok<T>(self, result: Db<T>) -> Db<T> {
+        match result {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(e) => Err(self.abandon(e).await),
+        }
+    }
+
+    /// Rolls back after a database error (a failed transaction keeps its locks until then) and
+    /// returns that error; a rollback that fails too means the connection is gone, which
+    /// releases the locks just the same.
+    async fn abandon(self, e: sqlx::Error) -> sqlx::Error {
+        if let Err(rollback) = self.tx.rollback().await {
+            tracing::debug!(error = %rollback, "rollback after a failed operation failed too");
+        }
+        e
+    }
+}
+
+/// Runs `attempt` (one whole transaction) again while PostgreSQL reports a deadlock or a
+/// serialization failure, which roll the transaction back and leave nothing changed.
+pub(crate) async fn retry<T, F, Fut>(mut attempt: F) -> Result<T, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Db<T>>,
+{
+    let mut attempts = 1;
+    loop {
+        match attempt().await {
+            Err(e) if is_conflict(&e) && attempts < CONFLICT_ATTEMPTS_MAX => {
+                tracing::debug!(error = %e, attempts, "transaction conflicted; running it again");
+                attempts += 1;
+            }
+            other => return other.map_err(storage),
+        }
+    }
+}

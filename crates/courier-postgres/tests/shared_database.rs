@@ -1,0 +1,352 @@
+//! What the embedded engine never had to prove: several engines (nodes) on one database keep
+//! every guarantee, receive stays an index scan on a big table, wake-ups cross nodes, and a
+//! database that cannot be reached fails requests fast.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::TestSchema;
+use courier_core::{
+    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, NewMessage, QueueEngine, QueuePolicy, QueueRef,
+    ReceiveOptions, StorageError, SystemClock, Timestamp,
+};
+use courier_postgres::{plans, PostgresEngine, PostgresOptions};
+use serde_json::Value;
+use sqlx::{Executor, Row};
+
+fn queue(name: &str) -> QueueRef {
+    QueueRef::parse("nodes", name).expect("valid queue name")
+}
+
+fn take(max: usize) -> ReceiveOptions {
+    ReceiveOptions {
+        max_messages: max,
+        ..ReceiveOptions::default()
+    }
+}
+
+/// Two engines on one schema, as two `courier serve` nodes would be.
+async fn two_nodes(schema: &TestSchema, clock: Arc<dyn Clock>) -> (Arc<PostgresEngine>, Arc<PostgresEngine>) {
+    let a = schema.open(clock.clone()).await;
+    let b = schema.open(clock).await;
+    (Arc::new(a), Arc::new(b))
+}
+
+/// Receivers on both nodes drain 2000 messages at once: every message is leased exactly once,
+/// with fencing token 1, while leases are long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_never_share_a_lease() {
+    const MESSAGES: usize = 2_000;
+    const RECEIVERS_PER_NODE: usize = 4;
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("drain");
+    for chunk in 0..MESSAGES / 1_000 {
+        let batch = (0..1_000).map(|i| NewMessage::new(format!("{chunk}-{i}"))).collect();
+        a.enqueue(&q, batch).await.expect("enqueue");
+    }
+    let mut tasks = Vec::new();
+    for r in 0..RECEIVERS_PER_NODE * 2 {
+        let engine: Arc<dyn QueueEngine> = if r % 2 == 0 { a.clone() } else { b.clone() };
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let batch = engine.try_receive(&q, &take(1 + r % 10)).await.expect("receive");
+                if batch.deliveries.is_empty() {
+                    return got;
+                }
+                got.extend(batch.deliveries.iter().map(|d| (d.message.id, d.lease.fencing_token)));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("receiver task"));
+    }
+    let unique: BTreeSet<_> = all.iter().map(|(id, _)| *id).collect();
+    assert_eq!(all.len(), MESSAGES, "every message delivered, none twice");
+    assert_eq!(unique.len(), MESSAGES);
+    assert!(all.iter().all(|(_, token)| *token == FencingToken(1)));
+    assert_eq!(b.stats(&q).await.expect("stats").in_flight, MESSAGES as u64);
+}
+
+/// A lease that ran out on one node and was taken again on the other: the old holder's ack,
+/// nack and extend are refused as stale on either node, the new holder's ack works anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_ack_refused_across_engines() {
+    let schema = TestSchema::new();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+    let (a, b) = two_nodes(&schema, clock.clone()).await;
+    let q = queue("fenced");
+    let id = a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+    let first = a.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(first.len(), 1);
+    clock.advance(Duration::from_millis(QueuePolicy::default().lease_ms));
+    let second = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].message.id, id);
+    assert_eq!(second[0].lease.fencing_token, FencingToken(2));
+    for node in [&a, &b] {
+        let e = node.ack(&q, &first[0].receipt()).await.expect_err("stale ack");
+        assert!(matches!(e, LeaseError::Stale(m) if m == id), "got {e:?}");
+        let e = node.extend(&q, &first[0].receipt(), Duration::from_secs(60)).await;
+        assert_eq!(e.expect_err("stale extend").kind(), ErrorKind::LeaseConflict);
+    }
+    a.ack(&q, &second[0].receipt())
+        .await
+        .expect("the current lease acks on the other node");
+    let e = b.ack(&q, &second[0].receipt()).await.expect_err("already acked");
+    assert!(matches!(e, LeaseError::MessageNotFound(_)), "got {e:?}");
+}
+
+/// A long poll on node B returns well under a second after node A enqueues: the wake-up
+/// crosses nodes through LISTEN/NOTIFY (without it B would sleep its whole 5 s wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wake_up_crosses_engines() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("polled");
+    a.set_policy(&q, QueuePolicy::default()).await.expect("set_policy");
+    let receiver = {
+        let (b, q) = (b.clone(), q.clone());
+        tokio::spawn(async move {
+            let opts = ReceiveOptions {
+                wait: Duration::from_secs(5),
+                ..ReceiveOptions::default()
+            };
+            let batch = b.receive(&q, &opts).await.expect("receive");
+            (batch, Instant::now())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.stats(&q).await.expect("stats").waiting_receivers == 0 {
+        assert!(Instant::now() < deadline, "the receiver never started waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the receiver settle into its sleep, so only a notification can wake it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let enqueued_at = Instant::now();
+    let id = a.enqueue(&q, vec![NewMessage::new("wake")]).await.expect("enqueue")[0].id;
+    let (batch, returned_at) = receiver.await.expect("receiver task");
+    let took = returned_at.duration_since(enqueued_at);
+    assert_eq!(batch.deliveries.len(), 1);
+    assert_eq!(batch.deliveries[0].message.id, id);
+    assert!(
+        took < Duration::from_secs(1),
+        "woken {took:?} after the enqueue on the other node"
+    );
+}
+
+/// Producers on both nodes fill four ordering groups while consumers on both nodes drain them:
+/// no group ever has two messages in flight, and each producer's messages of a group arrive
+/// in the order it enqueued them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordering_groups_hold_across_engines() {
+    const PER_PRODUCER: usize = 120;
+    const GROUPS: usize = 4;
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("grouped");
+    let mut producers = Vec::new();
+    for (name, node) in [("a", a.clone()), ("b", b.clone())] {
+        let q = q.clone();
+        producers.push(tokio::spawn(async move {
+            for chunk in 0..PER_PRODUCER / 10 {
+                let batch = (0..10)
+                    .map(|i| {
+                        let n = chunk * 10 + i;
+                        NewMessage::new(format!("{name}:{n}")).with_ordering_group(format!("g{}", n % GROUPS))
+                    })
+                    .collect();
+                node.enqueue(&q, batch).await.expect("enqueue");
+            }
+        }));
+    }
+    let holders: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut consumers = Vec::new();
+    for r in 0..6 {
+        let node: Arc<dyn QueueEngine> = if r % 2 == 0 { a.clone() } else { b.clone() };
+        let (q, holders, seen) = (q.clone(), holders.clone(), seen.clone());
+        consumers.push(tokio::spawn(async move {
+            let give_up = Instant::now() + Duration::from_secs(60);
+            while seen.lock().expect("seen").len() < PER_PRODUCER * 2 && Instant::now() < give_up {
+                let batch = node.try_receive(&q, &take(3)).await.expect("receive");
+                if batch.deliveries.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                for d in batch.deliveries {
+                    let group = d.message.ordering_group.clone().expect("grouped");
+                    let payload = String::from_utf8(d.message.payload.to_vec()).expect("utf-8");
+                    let previous = holders.lock().expect("holders").insert(group.clone(), payload.clone());
+                    assert!(
+                        previous.is_none(),
+                        "{group} had {previous:?} in flight when {payload} was leased"
+                    );
+                    seen.lock().expect("seen").push(payload);
+                    holders.lock().expect("holders").remove(&group);
+                    node.ack(&q, &d.receipt()).await.expect("ack");
+                }
+            }
+        }));
+    }
+    for t in producers.into_iter().chain(consumers) {
+        t.await.expect("task");
+    }
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), PER_PRODUCER * 2, "every message delivered once");
+    let mut last: HashMap<(String, usize), usize> = HashMap::new();
+    for payload in &seen {
+        let (producer, n) = payload.split_once(':').expect("producer:n");
+        let n: usize = n.parse().expect("number");
+        let key = (producer.to_owned(), n % GROUPS);
+        if let Some(prev) = last.insert(key, n) {
+            assert!(prev < n, "{producer}'s group {} went {prev} then {n}", n % GROUPS);
+        }
+    }
+}
+
+/// The same idempotency key enqueued from both nodes at once adds exactly one message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_holds_across_engines() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("keyed");
+    let mut tasks = Vec::new();
+    for r in 0..8 {
+        let node: Arc<dyn QueueEngine> = if r % 2 == 0 { a.clone() } else { b.clone() };
+        let q = q.clone();
+        tasks.push(tokio::spawn(async move {
+            let m = NewMessage::new(format!("try {r}")).with_idempotency_key("once");
+            node.enqueue(&q, vec![m]).await.expect("enqueue")[0]
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+    let ids: BTreeSet<_> = results.iter().map(|e| e.id).collect();
+    assert_eq!(ids.len(), 1, "one id for every attempt: {results:?}");
+    assert_eq!(results.iter().filter(|e| !e.duplicate).count(), 1);
+    assert_eq!(a.stats(&q).await.expect("stats").ready, 1);
+}
+
+/// Every `Seq Scan` node on `messages` in an `EXPLAIN (FORMAT JSON)` plan.
+fn seq_scans_on_messages(plan: &Value, found: &mut Vec<String>) {
+    match plan {
+        Value::Object(node) => {
+            let is_seq = node.get("Node Type").and_then(Value::as_str) == Some("Seq Scan");
+            if is_seq && node.get("Relation Name").and_then(Value::as_str) == Some("messages") {
+                found.push(plan.to_string());
+            }
+            node.values().for_each(|v| seq_scans_on_messages(v, found));
+        }
+        Value::Array(items) => items.iter().for_each(|v| seq_scans_on_messages(v, found)),
+        _ => {}
+    }
+}
+
+async fn explain(conn: &mut sqlx::PgConnection, sql: &str, bind: impl FnOnce(&str) -> String) -> Value {
+    let text: String = sqlx::query(&bind(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("EXPLAIN failed: {e}\n{sql}"))
+        .try_get_unchecked(0)
+        .expect("plan text");
+    serde_json::from_str(&text).expect("plan JSON")
+}
+
+/// With 22 000 messages in one queue (2 000 of them in 100 ordering groups) and ANALYZEd
+/// statistics, receive, the maintenance before it, ack and the group statements use indexes: no sequential scan of `messages`, with the
+/// parameters at hand (custom plan) nor for any parameters (generic plan).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receive_plan_uses_index() {
+    let schema = TestSchema::new();
+    let engine = schema.open(Arc::new(SystemClock)).await;
+    let q = queue("big");
+    for chunk in 0..20 {
+        let batch = (0..1_000).map(|i| NewMessage::new(format!("{chunk}-{i}"))).collect();
+        engine.enqueue(&q, batch).await.expect("enqueue");
+    }
+    for chunk in 0..2 {
+        let batch = (0..1_000)
+            .map(|i| NewMessage::new(format!("g{chunk}-{i}")).with_ordering_group(format!("g{}", i % 100)))
+            .collect();
+        engine.enqueue(&q, batch).await.expect("enqueue");
+    }
+    let other = queue("small");
+    engine
+        .enqueue(&other, vec![NewMessage::new("x")])
+        .await
+        .expect("enqueue");
+    let mut conn = schema.connect().await;
+    conn.execute("ANALYZE").await.expect("analyze");
+    let queue_id: i64 = sqlx::query_scalar("SELECT id FROM queues WHERE name = 'big'")
+        .fetch_one(&mut conn)
+        .await
+        .expect("queue id");
+    let now = SystemClock.now().as_millis();
+    let mut statements = vec![(
+        "receive",
+        plans::receive(),
+        format!("({queue_id}, {now}, 10, NULL, 30000)"),
+    )];
+    for (name, sql) in plans::maintenance() {
+        statements.push((name, sql, format!("({queue_id}, {now}, 1000)")));
+    }
+    statements.push(("next due", plans::next_due().to_owned(), format!("({queue_id}, {now})")));
+    let ids = "'0190aa7c-0000-7000-8000-000000000001'::uuid, '0190aa7c-0000-7000-8000-000000000002'::uuid";
+    statements.push(("ack", plans::ack().to_owned(), format!("({queue_id}, {ids}, {now})")));
+    let [(live, live_sql), (promote, promote_sql)] = plans::groups();
+    statements.push((live, live_sql.to_owned(), format!("({queue_id}, ARRAY['g1', 'g2'])")));
+    statements.push((promote, promote_sql.to_owned(), format!("({queue_id}, 'g1')")));
+    for mode in ["force_custom_plan", "force_generic_plan"] {
+        conn.execute(format!("SET plan_cache_mode = {mode}").as_str())
+            .await
+            .expect("set");
+        for (index, (name, sql, args)) in statements.iter().enumerate() {
+            let prepared = format!("hot_{index}_{}", mode.len());
+            conn.execute(format!("PREPARE {prepared} AS {sql}").as_str())
+                .await
+                .expect("prepare");
+            let plan = explain(&mut conn, sql, |_| {
+                format!("EXPLAIN (FORMAT JSON) EXECUTE {prepared}{args}")
+            })
+            .await;
+            let mut found = Vec::new();
+            seq_scans_on_messages(&plan, &mut found);
+            assert!(
+                found.is_empty(),
+                "{name} ({mode}) scans messages sequentially: {plan:#}"
+            );
+            if *name == "receive" {
+                assert!(
+                    plan.to_string().contains("messages_by_visibility"),
+                    "receive ({mode}) should walk messages_by_visibility: {plan:#}"
+                );
+            }
+        }
+    }
+}
+
+/// A database that cannot be reached fails fast with `Unavailable`, naming the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_database_fails_fast_with_unavailable() {
+    // Port 9 (discard) on loopback: nothing listens there on a test machine.
+    let opts = PostgresOptions::new("postgres://postgres@127.0.0.1:9/test")
+        .expect("valid URL")
+        .acquire_timeout(Duration::from_secs(1));
+    let started = Instant::now();
+    let e = PostgresEngine::open(opts).await.expect_err("nothing listens there");
+    assert!(matches!(e, StorageError::Unavailable(_)), "got {e:?}");
+    assert!(e.to_string().contains("postgres unavailable"), "got {e}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
