@@ -100,6 +100,9 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(opts.connections_max)
         .acquire_timeout(opts.acquire_timeout)
+        // Ping a pooled connection before handing it out (sqlx's default, spelled out): after a
+        // database restart the stale ones are replaced instead of failing one request each.
+        .test_before_acquire(true)
         .after_connect(move |conn, _meta| {
             let session = session.clone();
             Box::pin(async move {

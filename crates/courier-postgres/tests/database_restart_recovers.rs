@@ -1,0 +1,111 @@
+//! Connection loss, on a throwaway cluster this test may stop (never the shared server): while
+//! the database is down requests fail fast with `Unavailable`; once it is back the engine
+//! recovers by itself, acknowledged messages are still there, and cross-node wake-ups resume.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use courier_core::{ErrorKind, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
+use courier_postgres::{PostgresEngine, PostgresOptions};
+use courier_testkit::process::ThrowawayPostgres;
+
+/// How long an operation may wait for a connection while the database is down.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A failing request must answer well within this.
+const FAIL_FAST: Duration = Duration::from_secs(5);
+/// How long the engine may take to notice the database is back (the listener's reconnect
+/// backoff tops out at 5 s).
+const RECOVERY_MAX: Duration = Duration::from_secs(20);
+
+async fn open(pg: &ThrowawayPostgres) -> Arc<PostgresEngine> {
+    let opts = PostgresOptions::new(&pg.url())
+        .expect("valid URL")
+        .acquire_timeout(ACQUIRE_TIMEOUT);
+    Arc::new(PostgresEngine::open(opts).await.expect("open on the throwaway cluster"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("blocking task")
+}
+
+/// Long-polls on `b` while `a` enqueues; true if `b` got the message within a second.
+async fn woken_across_nodes(a: &Arc<PostgresEngine>, b: &Arc<PostgresEngine>, q: &QueueRef) -> bool {
+    let receiver = {
+        let (b, q) = (b.clone(), q.clone());
+        tokio::spawn(async move {
+            let opts = ReceiveOptions {
+                wait: Duration::from_secs(3),
+                ..ReceiveOptions::default()
+            };
+            let got = b.receive(&q, &opts).await.map(|batch| batch.deliveries.len());
+            (got, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    if a.enqueue(q, vec![NewMessage::new("wake")]).await.is_err() {
+        return false;
+    }
+    match receiver.await.expect("receiver task") {
+        (Ok(1), at) => at.duration_since(sent_at) < Duration::from_secs(1),
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_restart_fails_fast_then_recovers() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let (a, b) = (open(&pg).await, open(&pg).await);
+    let q = QueueRef::parse("restart", "q").expect("valid name");
+    let kept = a
+        .enqueue(&q, vec![NewMessage::new("acknowledged")])
+        .await
+        .expect("enqueue")[0]
+        .id;
+    assert!(woken_across_nodes(&a, &b, &q).await, "wake-ups work before the outage");
+
+    let stopper = pg.clone();
+    blocking(move || stopper.stop()).await;
+    for (node, name) in [(&a, "a"), (&b, "b")] {
+        let started = Instant::now();
+        let e = node
+            .enqueue(&q, vec![NewMessage::new("while down")])
+            .await
+            .expect_err("the database is down");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{name}: got {e:?}");
+        assert!(started.elapsed() < FAIL_FAST, "{name}: took {:?}", started.elapsed());
+        let e = node.ready().await.expect_err("not ready while down");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{name}: got {e:?}");
+        let started = Instant::now();
+        let e = node
+            .try_receive(&q, &ReceiveOptions::default())
+            .await
+            .expect_err("down");
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{name}: got {e:?}");
+        assert!(started.elapsed() < FAIL_FAST, "{name}: took {:?}", started.elapsed());
+    }
+
+    let starter = pg.clone();
+    blocking(move || starter.start_again()).await;
+    let deadline = Instant::now() + RECOVERY_MAX;
+    while a.ready().await.is_err() || b.ready().await.is_err() {
+        assert!(Instant::now() < deadline, "the engines did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let info = b
+        .get_message(&q, kept)
+        .await
+        .expect("acknowledged before the outage, still there");
+    assert_eq!(&info.payload[..], b"acknowledged");
+    let listed = a.list_messages(&q, Default::default()).await.expect("list");
+    assert!(
+        listed.items.iter().all(|m| &m.payload[..] != b"while down"),
+        "a refused enqueue added nothing"
+    );
+    // The listener reconnects on its own, with backoff; wake-ups resume without a restart.
+    let mut resumed = false;
+    while !resumed && Instant::now() < deadline {
+        resumed = woken_across_nodes(&a, &b, &q).await;
+    }
+    assert!(resumed, "cross-node wake-ups did not resume after the restart");
+}
