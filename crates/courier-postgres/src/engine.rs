@@ -92,11 +92,22 @@ pub async fn migrate(opts: &PostgresOptions) -> Result<i64, StorageError> {
     version
 }
 
+/// Longest a session may sit idle inside a transaction before the server ends it. The engine's
+/// transactions never wait on the client between statements for more than a moment.
+const IDLE_IN_TRANSACTION_MS_MAX: u64 = 30_000;
+
 /// A lazily connecting pool whose every connection searches `schema` and commits synchronously.
 fn connect(opts: &PostgresOptions) -> PgPool {
     // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`. synchronous_commit is set explicitly
     // rather than trusting the server's default: a reply must never precede a durable commit.
-    let session = format!("SET search_path TO \"{}\"; SET synchronous_commit TO on", opts.schema);
+    // A node that stalls inside a transaction (paused, partitioned) would keep row locks that
+    // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
+    // ends such a session after a bound instead of waiting for TCP to notice.
+    let session = format!(
+        "SET search_path TO \"{}\"; SET synchronous_commit TO on; \
+         SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}",
+        opts.schema
+    );
     PgPoolOptions::new()
         .max_connections(opts.connections_max)
         .acquire_timeout(opts.acquire_timeout)
