@@ -39,6 +39,11 @@ pub(crate) const PROMOTE_SQL: &str = "UPDATE messages SET status = 0 WHERE queue
 pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status = 1 \
      AND lease_id = $3 AND visible_at > $4 RETURNING ordering_group, fencing_token";
 
+/// [`ACK_SQL`] for many receipts at once: message ids `$2` and lease ids `$3` (`uuid[]`s).
+pub(crate) const ACK_MANY_SQL: &str = "DELETE FROM messages m USING unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id) \
+     WHERE m.queue_id = $1 AND m.id = r.id AND m.status = 1 AND m.lease_id = r.lease_id AND m.visible_at > $4 \
+     RETURNING m.id, m.ordering_group, m.fencing_token";
+
 /// A stable 64-bit advisory lock key for `parts` within `schema` (FNV-1a; every node computes
 /// the same key). Two keys colliding only makes two unrelated operations wait for each other.
 pub(crate) fn lock_key(schema: &str, parts: &[&[u8]]) -> i64 {
@@ -201,12 +206,61 @@ pub(crate) async fn ack_many(
     queue: &QueueRef,
     receipts: &[Receipt],
 ) -> Db<Vec<Result<(), LeaseError>>> {
-    let meta = crate::queues::find(ctx, queue).await?;
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+        return Ok(receipts
+            .iter()
+            .map(|r| Err(LeaseError::MessageNotFound(r.message_id)))
+            .collect());
+    };
+    let mut ids: Vec<MessageId> = receipts.iter().map(|r| r.message_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.len() == receipts.len() {
+        return ack_distinct(ctx, queue, &meta, receipts).await;
+    }
+    // A message named twice: the second receipt's answer depends on the first's effect, so
+    // settle them one by one, in order.
     let mut out = Vec::with_capacity(receipts.len());
     for receipt in receipts {
-        out.push(match &meta {
-            Some(meta) => ack(ctx, queue, meta, receipt).await?,
-            None => Err(LeaseError::MessageNotFound(receipt.message_id)),
+        out.push(ack(ctx, queue, &meta, receipt).await?);
+    }
+    Ok(out)
+}
+
+/// Acks receipts for distinct messages with one statement: no receipt's outcome depends on
+/// another's, so this answers exactly what acking them one by one would.
+async fn ack_distinct(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    meta: &QueueMeta,
+    receipts: &[Receipt],
+) -> Db<Vec<Result<(), LeaseError>>> {
+    let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.0).collect();
+    let leases: Vec<Uuid> = receipts.iter().map(|r| r.lease_id.0).collect();
+    let deleted: Vec<(Uuid, Option<String>, i64)> = sqlx::query_as(ACK_MANY_SQL)
+        .bind(meta.id)
+        .bind(&ids)
+        .bind(&leases)
+        .bind(ctx.now.as_millis())
+        .fetch_all(ctx.conn())
+        .await?;
+    let mut groups = Vec::new();
+    let mut acked = Vec::with_capacity(deleted.len());
+    for (id, group, fencing_token) in deleted {
+        debug_assert!(fencing_token >= 1, "an acked message was leased at least once");
+        acked.push(id);
+        groups.extend(group);
+    }
+    if !groups.is_empty() {
+        // At most one message of a group is in flight, so each group appears once.
+        promote_groups(ctx, queue, meta.id, &groups).await?;
+    }
+    let mut out = Vec::with_capacity(receipts.len());
+    for receipt in receipts {
+        out.push(if acked.contains(&receipt.message_id.0) {
+            Ok(())
+        } else {
+            Err(refusal(ctx, meta.id, receipt.message_id).await?)
         });
     }
     Ok(out)

@@ -59,6 +59,12 @@ pub mod plans {
         crate::lease::ACK_SQL
     }
 
+    /// The batch ack statement: `$1` queue id, `$2` message ids, `$3` lease ids (`uuid[]`),
+    /// `$4` now (ms).
+    pub fn ack_many() -> &'static str {
+        crate::lease::ACK_MANY_SQL
+    }
+
     /// Group statements taking `$1` queue id and `$2`: the live-group check (`text[]`) of an
     /// enqueue, and the promotion of a group's next message (`text`).
     pub fn groups() -> [(&'static str, &'static str); 2] {

@@ -301,6 +301,12 @@ async fn receive_plan_uses_index() {
     statements.push(("next due", plans::next_due().to_owned(), format!("({queue_id}, {now})")));
     let ids = "'0190aa7c-0000-7000-8000-000000000001'::uuid, '0190aa7c-0000-7000-8000-000000000002'::uuid";
     statements.push(("ack", plans::ack().to_owned(), format!("({queue_id}, {ids}, {now})")));
+    let arrays = format!("ARRAY[{ids}], ARRAY[{ids}]");
+    statements.push((
+        "ack many",
+        plans::ack_many().to_owned(),
+        format!("({queue_id}, {arrays}, {now})"),
+    ));
     let [(live, live_sql), (promote, promote_sql)] = plans::groups();
     statements.push((live, live_sql.to_owned(), format!("({queue_id}, ARRAY['g1', 'g2'])")));
     statements.push((promote, promote_sql.to_owned(), format!("({queue_id}, 'g1')")));
