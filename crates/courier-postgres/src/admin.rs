@@ -4,7 +4,7 @@ use courier_core::{ListOptions, MessageId, MessageInfo, Page, QueueError, QueueR
 use sqlx::Row;
 
 use crate::error::Db;
-use crate::lease::{lock_groups, lock_queue_exclusive, lock_queue_shared};
+use crate::groups::{lock_groups, lock_queue_exclusive, lock_queue_shared};
 use crate::receive::maintain;
 use crate::row::{read_message, to_u64, MESSAGE_COLUMNS};
 use crate::schema::status;

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use courier_core::{Enqueued, MessageId, NewMessage, QueueRef};
 
 use crate::error::Db;
-use crate::lease::{groups_with_live_messages, lease_ms, lock_groups, lock_queue_shared};
+use crate::groups::{groups_with_live_messages, lock_groups, lock_queue_shared};
+use crate::lease::lease_ms;
 use crate::queues::QueueMeta;
 use crate::schema::status;
 use crate::tx::Ctx;

@@ -17,6 +17,7 @@ mod admin;
 mod engine;
 mod enqueue;
 mod error;
+mod groups;
 mod lease;
 mod options;
 mod queues;
@@ -69,8 +70,8 @@ pub mod plans {
     /// enqueue, and the promotion of a group's next message (`text`).
     pub fn groups() -> [(&'static str, &'static str); 2] {
         [
-            ("groups with live messages", crate::lease::GROUPS_LIVE_SQL),
-            ("promote", crate::lease::PROMOTE_SQL),
+            ("groups with live messages", crate::groups::GROUPS_LIVE_SQL),
+            ("promote", crate::groups::PROMOTE_SQL),
         ]
     }
 }

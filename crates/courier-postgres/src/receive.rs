@@ -8,7 +8,7 @@ use courier_core::{
 use sqlx::Row;
 
 use crate::error::{corrupt, Db};
-use crate::lease::promote_groups;
+use crate::groups::promote_groups;
 use crate::queues::QueueMeta;
 use crate::row::{ms_i64, read_message, MESSAGE_COLUMNS};
 use crate::schema::status;

@@ -8,7 +8,7 @@ use courier_core::StorageError;
 use sqlx::{Connection, Executor, PgConnection};
 
 use crate::error::storage;
-use crate::lease::lock_key;
+use crate::groups::lock_key;
 
 /// Message statuses as stored in `messages.status`. SQL text spells them as literals (so the
 /// planner can match the partial indexes); these name them on the Rust side.
