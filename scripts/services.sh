@@ -32,7 +32,7 @@ require_service() {
     if port_open "$host" "$port"; then
         return 0
     fi
-    if [[ $host == 127.0.0.1 || $host == localhost ]] && command -v "$1" >/dev/null 2>&1; then
+    if [[ $host == 127.0.0.1 || $host == localhost ]] && [[ $port == "$default_port" ]] && command -v "$1" >/dev/null 2>&1; then
         echo "== starting $name (not reachable at $host:$port)"
         "$@" >/dev/null 2>&1 || true
         wait_for_port "$host" "$port" && return 0
