@@ -1,41 +1,120 @@
-//! Picks and opens the storage engine from a database URL: `sqlite://path` today,
-//! `postgres://` once that engine exists.
+//! Picks and opens the storage engine from a database URL: `sqlite://path` (the default, from
+//! `--data-dir`) or `postgres://…` (many nodes sharing one database).
 //!
 //! The scheme decides the engine; everything after it is the engine's own `FromStr`'s business.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use courier_core::QueueEngine;
+use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_sqlite::{SqliteEngine, SqliteOptions};
 
-/// Opens the engine named by `url`.
-pub(crate) async fn open_engine(url: &str) -> anyhow::Result<Arc<dyn QueueEngine>> {
-    match scheme(url) {
-        Some("sqlite") => {
-            let opts: SqliteOptions = url.parse()?;
-            open_sqlite(opts).await
+/// Where the queue lives: the flags `serve` and `migrate` share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DatabaseArgs {
+    /// Directory of the embedded SQLite database (`<data-dir>/courier.db`).
+    #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data")]
+    pub(crate) data_dir: PathBuf,
+    /// Database URL, `sqlite://path` or `postgres://user@host:port/db`; overrides --data-dir.
+    #[arg(long, env = "COURIER_DATABASE", hide_env_values = true)]
+    pub(crate) database: Option<String>,
+    /// PostgreSQL schema for Courier's tables (default `courier`), so Courier can live beside
+    /// an application's tables. Only for postgres:// databases.
+    #[arg(long, env = "COURIER_SCHEMA")]
+    pub(crate) schema: Option<String>,
+}
+
+/// The engine a [`DatabaseArgs`] names, parsed and validated but not yet opened.
+#[derive(Debug)]
+pub(crate) enum Target {
+    Sqlite(SqliteOptions),
+    Postgres(PostgresOptions),
+}
+
+impl DatabaseArgs {
+    /// Parses the URL (or the data dir) and the schema, naming the problem on bad input.
+    pub(crate) fn target(&self) -> anyhow::Result<Target> {
+        let Some(url) = &self.database else {
+            self.refuse_schema("the embedded engine (--data-dir)")?;
+            return Ok(Target::Sqlite(SqliteOptions::new(self.data_dir.join("courier.db"))));
+        };
+        match scheme(url) {
+            Some("sqlite") => {
+                self.refuse_schema("sqlite:// databases")?;
+                Ok(Target::Sqlite(url.parse()?))
+            }
+            Some("postgres" | "postgresql") => {
+                let opts = PostgresOptions::new(url)?;
+                let opts = match &self.schema {
+                    Some(schema) => opts.schema(schema)?,
+                    None => opts,
+                };
+                Ok(Target::Postgres(opts))
+            }
+            // Only the scheme is echoed: the rest of a database URL may hold a password.
+            Some(other) => bail!("unsupported database URL scheme {other:?}; use sqlite://path or postgres://…"),
+            None => bail!("database URL has no scheme; use sqlite://path or postgres://…"),
         }
-        Some("postgres" | "postgresql") => bail!("postgres engine not built yet (use sqlite://path)"),
-        // Only the scheme is echoed: the rest of a database URL may hold a password.
-        Some(other) => bail!("unsupported database URL scheme {other:?}; use sqlite://path"),
-        None => bail!("database URL has no scheme; use sqlite://path"),
+    }
+
+    fn refuse_schema(&self, what: &str) -> anyhow::Result<()> {
+        match &self.schema {
+            Some(_) => bail!("--schema applies only to postgres:// databases, not to {what}"),
+            None => Ok(()),
+        }
     }
 }
 
-/// Opens the SQLite engine on `<data_dir>/courier.db`, creating the directory if needed.
-pub(crate) async fn open_data_dir(data_dir: &Path) -> anyhow::Result<Arc<dyn QueueEngine>> {
-    open_sqlite(SqliteOptions::new(data_dir.join("courier.db"))).await
+impl Target {
+    /// Opens the engine (running any pending migrations).
+    pub(crate) async fn open(self) -> anyhow::Result<Arc<dyn QueueEngine>> {
+        match self {
+            Self::Sqlite(opts) => {
+                let path = opts.path().display().to_string();
+                let engine = SqliteEngine::open(opts)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {path}"))?;
+                tracing::info!(%path, "opened SQLite engine");
+                Ok(Arc::new(engine))
+            }
+            Self::Postgres(opts) => {
+                let described = describe_postgres(&opts);
+                let engine = PostgresEngine::open(opts)
+                    .await
+                    .with_context(|| format!("cannot open PostgreSQL database {described}"))?;
+                tracing::info!(database = %described, "opened PostgreSQL engine");
+                Ok(Arc::new(engine))
+            }
+        }
+    }
+
+    /// Brings the schema up to this build's version without serving; returns a line for people.
+    pub(crate) async fn migrate(self) -> anyhow::Result<String> {
+        match self {
+            Self::Sqlite(opts) => {
+                let path = opts.path().display().to_string();
+                let engine = SqliteEngine::open(opts)
+                    .await
+                    .with_context(|| format!("cannot open SQLite database {path}"))?;
+                engine.shutdown().await.context("cannot close the SQLite database")?;
+                Ok(format!("SQLite database {path} is up to date"))
+            }
+            Self::Postgres(opts) => {
+                let described = describe_postgres(&opts);
+                let version = courier_postgres::migrate(&opts)
+                    .await
+                    .with_context(|| format!("cannot migrate PostgreSQL database {described}"))?;
+                Ok(format!("PostgreSQL {described} is at schema version {version}"))
+            }
+        }
+    }
 }
 
-async fn open_sqlite(opts: SqliteOptions) -> anyhow::Result<Arc<dyn QueueEngine>> {
-    let path = opts.path().display().to_string();
-    let engine = SqliteEngine::open(opts)
-        .await
-        .with_context(|| format!("cannot open SQLite database {path}"))?;
-    tracing::info!(%path, "opened SQLite engine");
-    Ok(Arc::new(engine))
+/// Host, database and schema of `opts`, never the password.
+fn describe_postgres(opts: &PostgresOptions) -> String {
+    format!("{} (schema {})", opts.location(), opts.schema_name())
 }
 
 fn scheme(url: &str) -> Option<&str> {
@@ -48,6 +127,22 @@ fn scheme(url: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    fn args(database: Option<&str>, schema: Option<&str>) -> DatabaseArgs {
+        DatabaseArgs {
+            data_dir: PathBuf::from("data"),
+            database: database.map(str::to_owned),
+            schema: schema.map(str::to_owned),
+        }
+    }
+
+    fn error(database: Option<&str>, schema: Option<&str>) -> String {
+        args(database, schema)
+            .target()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
     #[test]
     fn scheme_is_the_part_before_the_colon() {
         assert_eq!(scheme("sqlite://a/b.db"), Some("sqlite"));
@@ -56,22 +151,28 @@ mod tests {
         assert_eq!(scheme("://x"), None);
     }
 
-    #[tokio::test]
-    async fn postgres_and_unknown_schemes_are_refused_clearly() {
-        let err = open_engine("postgres://user:secret@host/db")
-            .await
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            err.as_deref(),
-            Some("postgres engine not built yet (use sqlite://path)")
-        );
-        let err = open_engine("mysql://user:secret@host/db")
-            .await
-            .err()
-            .map(|e| e.to_string());
-        assert!(err
-            .as_deref()
-            .is_some_and(|e| e.contains("mysql") && !e.contains("secret")));
+    #[test]
+    fn the_scheme_picks_the_engine() {
+        assert!(matches!(args(None, None).target(), Ok(Target::Sqlite(_))));
+        assert!(matches!(
+            args(Some("sqlite://x.db"), None).target(),
+            Ok(Target::Sqlite(_))
+        ));
+        let Ok(Target::Postgres(opts)) = args(Some("postgres://u@h/db"), Some("jobs")).target() else {
+            panic!("postgres URL must select the postgres engine");
+        };
+        assert_eq!(opts.schema_name(), "jobs");
+    }
+
+    #[test]
+    fn unknown_schemes_and_misplaced_schemas_are_refused_clearly() {
+        let e = error(Some("mysql://user:secret@host/db"), None);
+        assert!(e.contains("mysql") && !e.contains("secret"), "{e}");
+        let e = error(None, Some("jobs"));
+        assert!(e.contains("--schema applies only to postgres://"), "{e}");
+        let e = error(Some("sqlite://x.db"), Some("jobs"));
+        assert!(e.contains("--schema applies only to postgres://"), "{e}");
+        let e = error(Some("postgres://user:secret@host/db"), Some("Bad-Schema"));
+        assert!(e.contains("Bad-Schema") && !e.contains("secret"), "{e}");
     }
 }

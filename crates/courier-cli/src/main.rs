@@ -48,7 +48,9 @@ enum Command {
     Dlq(cmd::dlq::Command),
     /// Delete every live message of a queue.
     Purge(cmd::purge::Args),
-    /// Measure throughput and latency on the embedded engine against a raw SQLite baseline.
+    /// Create or upgrade Courier's schema in the database, then exit.
+    Migrate(cmd::migrate::Args),
+    /// Measure throughput and latency against a raw baseline on the same database.
     Bench(cmd::bench::Args),
 }
 
@@ -68,6 +70,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let command = match cli.command {
         Command::Serve(args) => return cmd::serve::run(args, token).await,
         Command::Bench(args) => return cmd::bench::run(args).await,
+        Command::Migrate(args) => return cmd::migrate::run(args).await,
         client_command => client_command,
     };
     let ctx = cmd::Ctx {
@@ -75,7 +78,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match command {
-        Command::Serve(_) | Command::Bench(_) => Ok(()),
+        Command::Serve(_) | Command::Bench(_) | Command::Migrate(_) => Ok(()),
         Command::Send(args) => cmd::send::run(args, &ctx).await,
         Command::Receive(args) => cmd::receive::run(args, &ctx).await,
         Command::Ack(args) => cmd::ack::run(args, &ctx).await,

@@ -19,10 +19,7 @@ fn a_bad_queue_name_is_refused_before_any_request() {
 
 #[test]
 fn an_unreachable_server_is_named() {
-    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let free_port = courier_testkit::process::free_port();
     let url = format!("http://127.0.0.1:{free_port}");
     let out = courier().args(["--server", &url, "stats", "q"]).output().expect("run");
     let line = one_error_line(&out, 1);
@@ -55,7 +52,7 @@ fn server_errors_show_status_and_code() {
 }
 
 #[test]
-fn usage_errors_exit_2_and_postgres_is_not_built_yet() {
+fn usage_errors_exit_2() {
     let out = courier().args(["send"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     let out = courier()
@@ -63,19 +60,31 @@ fn usage_errors_exit_2_and_postgres_is_not_built_yet() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    let out = courier()
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            "postgres://user:pw@localhost/db",
-        ])
-        .output()
-        .expect("run");
+}
+
+/// The last stderr line of a command that must fail with exit code 1.
+fn failure_line(args: &[&str]) -> String {
+    let out = courier().args(args).output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let last = stderr.lines().last().unwrap_or_default();
-    assert_eq!(last, "error: postgres engine not built yet (use sqlite://path)");
-    assert!(!stderr.contains("pw@"), "the URL's password is never printed");
+    stderr.lines().last().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn unreachable_or_misnamed_databases_fail_with_one_line_and_no_password() {
+    let port = courier_testkit::process::free_port();
+    let url = format!("postgres://user:pw@127.0.0.1:{port}/db");
+    let line = failure_line(&["serve", "--listen", "127.0.0.1:0", "--database", &url]);
+    assert!(
+        line.starts_with(&format!(
+            "error: cannot open PostgreSQL database user@127.0.0.1:{port}/db (schema courier)"
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("pw"), "the URL's password is never printed: {line}");
+
+    let line = failure_line(&["migrate", "--database", &url, "--schema", "No-Such"]);
+    assert!(line.contains("schema \"No-Such\" is invalid"), "{line}");
+    let line = failure_line(&["migrate", "--schema", "jobs"]);
+    assert!(line.contains("--schema applies only to postgres://"), "{line}");
 }

@@ -2,7 +2,6 @@
 //! data dir, and check that every enqueue that got a success reply is delivered.
 
 use std::collections::{HashMap, HashSet};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +11,6 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 const CLIENTS: usize = 8;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn start_server(data_dir: &Path, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_courier"))
@@ -95,7 +90,7 @@ async fn drain(client: &reqwest::Client, base: &str) -> HashMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_stream_loses_no_acknowledged_enqueue() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = courier_testkit::process::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     let mut server = start_server(dir.path(), port);

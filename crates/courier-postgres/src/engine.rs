@@ -102,10 +102,12 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     // rather than trusting the server's default: a reply must never precede a durable commit.
     // A node that stalls inside a transaction (paused, partitioned) would keep row locks that
     // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
-    // ends such a session after a bound instead of waiting for TCP to notice.
+    // ends such a session after a bound instead of waiting for TCP to notice. Notices such as
+    // "schema already exists, skipping" from idempotent migrations are not worth a log line.
     let session = format!(
         "SET search_path TO \"{}\"; SET synchronous_commit TO on; \
-         SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}",
+         SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}; \
+         SET client_min_messages TO warning",
         opts.schema
     );
     PgPoolOptions::new()

@@ -83,6 +83,18 @@ impl PostgresOptions {
     pub fn schema_name(&self) -> &str {
         &self.schema
     }
+
+    /// `user@host:port/database`, without the password: for logs and error messages.
+    pub fn location(&self) -> String {
+        let c = &self.connect;
+        format!(
+            "{}@{}:{}/{}",
+            c.get_username(),
+            c.get_host(),
+            c.get_port(),
+            c.get_database().unwrap_or_default()
+        )
+    }
 }
 
 impl FromStr for PostgresOptions {
@@ -169,6 +181,12 @@ fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn location_names_the_database_but_not_the_password() {
+        let opts = PostgresOptions::new("postgres://app:hunter2@db.local:6543/orders").expect("valid url");
+        assert_eq!(opts.location(), "app@db.local:6543/orders");
+    }
 
     fn check_schema(schema: &str, ok: bool) {
         assert_eq!(validate_schema(schema).is_ok(), ok, "schema {schema:?}");

@@ -4,6 +4,7 @@
 pub(crate) mod ack;
 pub(crate) mod bench;
 pub(crate) mod dlq;
+pub(crate) mod migrate;
 pub(crate) mod nack;
 pub(crate) mod purge;
 pub(crate) mod queues;

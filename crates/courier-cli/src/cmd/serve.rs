@@ -6,16 +6,12 @@ use std::path::PathBuf;
 use anyhow::{anyhow, Context};
 use courier_server::{AppState, ServerConfig};
 
-use crate::engine;
+use crate::engine::DatabaseArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Directory of the SQLite database (`<data-dir>/courier.db`).
-    #[arg(long, env = "COURIER_DATA_DIR", default_value = "./courier-data")]
-    data_dir: PathBuf,
-    /// Database URL (`sqlite://path`); overrides --data-dir.
-    #[arg(long, env = "COURIER_DATABASE", hide_env_values = true)]
-    database: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
     /// Address to listen on; port 0 picks a free port (printed when ready).
     #[arg(long, env = "COURIER_LISTEN", default_value = "127.0.0.1:7070")]
     listen: String,
@@ -35,10 +31,7 @@ pub(crate) async fn run(args: Args, auth_token: Option<String>) -> anyhow::Resul
         ..ServerConfig::default()
     };
     config.validate().map_err(|e| anyhow!("invalid server settings: {e}"))?;
-    let engine = match &args.database {
-        Some(url) => engine::open_engine(url).await?,
-        None => engine::open_data_dir(&args.data_dir).await?,
-    };
+    let engine = args.database.target()?.open().await?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
