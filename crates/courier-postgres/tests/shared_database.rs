@@ -30,8 +30,8 @@ fn take(max: usize) -> ReceiveOptions {
 
 /// Two engines on one schema, as two `courier serve` nodes would be.
 async fn two_nodes(schema: &TestSchema, clock: Arc<dyn Clock>) -> (Arc<PostgresEngine>, Arc<PostgresEngine>) {
-    let a = schema.open(clock.clone()).await;
-    let b = schema.open(clock).await;
+    let a = common::open(schema, clock.clone()).await;
+    let b = common::open(schema, clock).await;
     (Arc::new(a), Arc::new(b))
 }
 
@@ -266,7 +266,7 @@ async fn explain(conn: &mut sqlx::PgConnection, sql: &str, bind: impl FnOnce(&st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receive_plan_uses_index() {
     let schema = TestSchema::new();
-    let engine = schema.open(Arc::new(SystemClock)).await;
+    let engine = common::open(&schema, Arc::new(SystemClock)).await;
     let q = queue("big");
     for chunk in 0..20 {
         let batch = (0..1_000).map(|i| NewMessage::new(format!("{chunk}-{i}"))).collect();

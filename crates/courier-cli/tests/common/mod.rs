@@ -20,6 +20,7 @@ pub(crate) fn courier() -> Command {
         "COURIER_AUTH_TOKEN_FILE",
         "COURIER_DATA_DIR",
         "COURIER_DATABASE",
+        "COURIER_SCHEMA",
         "COURIER_LISTEN",
         "COURIER_PAYLOAD_MAX_BYTES",
     ] {
@@ -71,6 +72,23 @@ impl Server {
             child,
             log,
         }
+    }
+
+    /// Starts `courier serve` on the test PostgreSQL in `schema`; `scratch` holds its log.
+    pub(crate) fn start_postgres(scratch: &Path, schema: &str) -> Self {
+        let url = courier_testkit::postgres::url();
+        Self::start_with(scratch, &["--database", &url, "--schema", schema])
+    }
+
+    /// Sends SIGKILL and reaps the process: a crash, with no chance to clean up.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL courier serve");
+        self.child.wait().expect("reap courier serve");
+    }
+
+    /// The server's log so far (its stderr).
+    pub(crate) fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Runs a client command against this server.

@@ -1,0 +1,88 @@
+//! The shared test PostgreSQL: its URL (`COURIER_TEST_POSTGRES_URL`), a fresh schema per test
+//! that is dropped afterwards, and one clear failure when the server cannot be reached.
+//!
+//! Tests never skip for a missing database: they fail and say how to start one.
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Where the tests find PostgreSQL unless told otherwise.
+pub const URL_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+/// The environment variable that overrides [`URL_DEFAULT`].
+pub const URL_ENV: &str = "COURIER_TEST_POSTGRES_URL";
+
+/// The test server's URL.
+pub fn url() -> String {
+    std::env::var(URL_ENV).unwrap_or_else(|_| URL_DEFAULT.to_owned())
+}
+
+/// Fails the test with `what`, `error` and how to get a server running.
+pub fn unreachable(what: &str, error: impl std::fmt::Display) -> ! {
+    panic!(
+        "{what}: {error}\n\
+         The PostgreSQL tests need a server at {} (set {URL_ENV} to use another). Start the local one \
+         with `pg_ctlcluster $(ls /etc/postgresql) main start` (scripts/services.sh does it for \
+         scripts/test), or any server with trust auth for user postgres and a database `test`.",
+        url()
+    )
+}
+
+/// A schema of its own on the test server, dropped (with everything in it) when this is dropped.
+/// The engine creates it when it opens.
+#[derive(Debug)]
+pub struct TestSchema {
+    /// The schema's name, `courier_t_<16 hex digits>`.
+    pub name: String,
+}
+
+impl Default for TestSchema {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestSchema {
+    /// A fresh, unused schema name.
+    pub fn new() -> Self {
+        let hex = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            name: format!("courier_t_{}", &hex[..16]),
+        }
+    }
+
+    /// A plain connection whose search path is this schema, for tests that look underneath.
+    pub async fn connect(&self) -> PgConnection {
+        let mut conn = PgConnection::connect(&url())
+            .await
+            .unwrap_or_else(|e| unreachable("cannot connect to PostgreSQL", e));
+        conn.execute(format!("SET search_path TO {}", self.name).as_str())
+            .await
+            .unwrap_or_else(|e| unreachable("cannot set the search path", e));
+        conn
+    }
+}
+
+impl Drop for TestSchema {
+    /// Best effort. Drop cannot await and may run inside the test's runtime, so the drop runs on
+    /// a thread of its own with its own small runtime.
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async move {
+                let mut conn = PgConnection::connect(&url()).await.ok()?;
+                conn.execute("SET lock_timeout = '10s'").await.ok()?;
+                conn.execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").as_str())
+                    .await
+                    .ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!("could not drop test schema {}", self.name);
+        }
+    }
+}
