@@ -30,7 +30,7 @@ pub(crate) struct DatabaseArgs {
 #[derive(Debug)]
 pub(crate) enum Target {
     Sqlite(SqliteOptions),
-    Postgres(PostgresOptions),
+    Postgres(Box<PostgresOptions>),
 }
 
 impl DatabaseArgs {
@@ -51,7 +51,7 @@ impl DatabaseArgs {
                     Some(schema) => opts.schema(schema)?,
                     None => opts,
                 };
-                Ok(Target::Postgres(opts))
+                Ok(Target::Postgres(Box::new(opts)))
             }
             // Only the scheme is echoed: the rest of a database URL may hold a password.
             Some(other) => bail!("unsupported database URL scheme {other:?}; use sqlite://path or postgres://…"),
@@ -71,17 +71,10 @@ impl Target {
     /// Opens the engine (running any pending migrations).
     pub(crate) async fn open(self) -> anyhow::Result<Arc<dyn QueueEngine>> {
         match self {
-            Self::Sqlite(opts) => {
-                let path = opts.path().display().to_string();
-                let engine = SqliteEngine::open(opts)
-                    .await
-                    .with_context(|| format!("cannot open SQLite database {path}"))?;
-                tracing::info!(%path, "opened SQLite engine");
-                Ok(Arc::new(engine))
-            }
+            Self::Sqlite(opts) => Ok(Arc::new(open_sqlite(opts).await?)),
             Self::Postgres(opts) => {
                 let described = describe_postgres(&opts);
-                let engine = PostgresEngine::open(opts)
+                let engine = PostgresEngine::open(*opts)
                     .await
                     .with_context(|| format!("cannot open PostgreSQL database {described}"))?;
                 tracing::info!(database = %described, "opened PostgreSQL engine");
@@ -95,9 +88,7 @@ impl Target {
         match self {
             Self::Sqlite(opts) => {
                 let path = opts.path().display().to_string();
-                let engine = SqliteEngine::open(opts)
-                    .await
-                    .with_context(|| format!("cannot open SQLite database {path}"))?;
+                let engine = open_sqlite(opts).await?;
                 engine.shutdown().await.context("cannot close the SQLite database")?;
                 Ok(format!("SQLite database {path} is up to date"))
             }
@@ -110,6 +101,16 @@ impl Target {
             }
         }
     }
+}
+
+/// Opens (and migrates) the SQLite database, naming its path on failure.
+async fn open_sqlite(opts: SqliteOptions) -> anyhow::Result<SqliteEngine> {
+    let path = opts.path().display().to_string();
+    let engine = SqliteEngine::open(opts)
+        .await
+        .with_context(|| format!("cannot open SQLite database {path}"))?;
+    tracing::info!(%path, "opened SQLite engine");
+    Ok(engine)
 }
 
 /// Host, database and schema of `opts`, never the password.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use common::{wait_until, Server};
 use courier_testkit::postgres::TestSchema;
 use serde_json::{json, Value};
 
@@ -114,14 +114,6 @@ async fn consume(base: String, lease_ms: u64, ledger: Arc<Ledger>, done: Arc<Ato
                 None => return,
             }
         }
-    }
-}
-
-async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -259,7 +251,7 @@ async fn sigkill_of_one_node_mid_load_loses_nothing() {
         c.await.expect("consumer");
     }
 
-    let delivered = ledger.delivered.lock().expect("ledger");
+    let delivered = ledger.delivered.lock().expect("ledger").clone();
     for h in &held {
         let later = delivered
             .get(&h.payload)

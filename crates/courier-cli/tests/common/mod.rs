@@ -156,3 +156,12 @@ pub(crate) fn one_error_line(out: &Output, code: i32) -> String {
     );
     stderr.trim_end().to_owned()
 }
+
+/// Polls `done` every 50 ms; fails the test naming `what` if it is not true within `timeout`.
+pub(crate) async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
