@@ -97,10 +97,11 @@ async fn consume(
     Ok(latencies)
 }
 
-/// Enqueues single messages at `rate` per second for `duration` while `consumers` long-poll;
-/// returns the enqueue-to-receive latency.
+/// Enqueues single messages at `rate` per second for `duration` on the first node while
+/// `consumers` long-poll the second (the same engine on a single-node database); returns the
+/// enqueue-to-receive latency.
 pub(crate) async fn paced_latency(
-    engine: Arc<dyn QueueEngine>,
+    [producer_node, consumer_node]: [Arc<dyn QueueEngine>; 2],
     rate: u32,
     duration: Duration,
     consumers: usize,
@@ -117,14 +118,14 @@ pub(crate) async fn paced_latency(
     };
     let mut tasks = JoinSet::new();
     for _ in 0..consumers {
-        tasks.spawn(consume(engine.clone(), shape, received.clone()));
+        tasks.spawn(consume(consumer_node.clone(), shape, received.clone()));
     }
     let q = queue();
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / rate);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for _ in 0..total {
         ticker.tick().await;
-        engine
+        producer_node
             .enqueue(&q, vec![NewMessage::new(stamped_payload(payload_bytes))])
             .await?;
     }

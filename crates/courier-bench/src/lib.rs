@@ -1,9 +1,11 @@
 //! Courier's benchmarks, run by `courier bench`: end-to-end throughput (enqueue → receive →
-//! ack) and enqueue-to-receive latency, with a raw SQLite baseline measured in the same run so
-//! results are reported as a ratio that means something on any machine.
+//! ack) and enqueue-to-receive latency on SQLite or PostgreSQL, with a raw baseline on the same
+//! database measured in the same run so results are reported as a ratio that means something
+//! on any machine.
 
 #![warn(clippy::unwrap_used)]
 
+mod backend;
 mod baseline;
 mod http;
 mod inprocess;
@@ -14,8 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::QueueEngine;
-use courier_sqlite::{SqliteEngine, SqliteOptions};
 use serde::Serialize;
+
+use crate::backend::Backend;
 
 pub use latency::Percentiles;
 
@@ -25,6 +28,9 @@ pub enum BenchError {
     /// The raw baseline's SQLite calls failed.
     #[error("baseline: {0}")]
     Baseline(#[from] rusqlite::Error),
+    /// The raw baseline's or the clean-up's PostgreSQL calls failed.
+    #[error("postgres: {0}")]
+    Postgres(#[from] sqlx::Error),
     /// The engine failed.
     #[error("engine: {0}")]
     Storage(#[from] courier_core::StorageError),
@@ -43,6 +49,15 @@ pub enum BenchError {
     /// Temporary files could not be made.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// The database to measure.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The embedded engine, on files in a temp dir.
+    Sqlite,
+    /// The PostgreSQL engine at this URL; every stage gets a fresh schema, dropped afterwards.
+    Postgres(String),
 }
 
 /// What to run.
@@ -100,7 +115,11 @@ pub struct Throughput {
 /// Everything one `courier bench` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Rows per second through batched INSERT + SELECT/DELETE in plain SQLite.
+    /// The engine measured, and its durability setting.
+    pub engine: String,
+    /// What the baseline did.
+    pub baseline: String,
+    /// Rows per second through the raw baseline on the same database.
     pub baseline_rows_per_sec: f64,
     /// In-process, batches of 1.
     pub in_process_batch_1: Throughput,
@@ -108,8 +127,11 @@ pub struct Report {
     pub in_process_batch_100: Throughput,
     /// HTTP, single-message calls.
     pub http_single: Option<Throughput>,
-    /// Latency at a fixed, moderate rate.
+    /// Latency at a fixed, moderate rate; on PostgreSQL enqueued on one node and received on
+    /// another.
     pub paced_latency: Percentiles,
+    /// Where the paced run's producer and consumers ran: `one node` or `two nodes`.
+    pub paced_across: String,
     /// The configuration used.
     pub config: ConfigEcho,
 }
@@ -129,23 +151,19 @@ pub struct ConfigEcho {
     pub latency_rate: u32,
 }
 
-async fn fresh_engine(dir: &tempfile::TempDir, name: &str) -> Result<Arc<dyn QueueEngine>, BenchError> {
-    let engine = SqliteEngine::open(SqliteOptions::new(dir.path().join(format!("{name}.db")))).await?;
-    Ok(Arc::new(engine))
+/// Runs every benchmark on `target` and returns the figures. Storage the run created is
+/// removed afterwards, also when a stage fails.
+pub async fn run(config: &BenchConfig, target: &Target) -> Result<Report, BenchError> {
+    let mut backend = Backend::new(target, config.dir.as_deref())?;
+    let measured = run_stages(config, &mut backend).await;
+    let cleaned = backend.clean_up().await;
+    let report = measured?;
+    cleaned?;
+    Ok(report)
 }
 
-/// Runs every benchmark on the embedded SQLite engine and returns the figures.
-pub async fn run_sqlite(config: &BenchConfig) -> Result<Report, BenchError> {
-    let dir = match &config.dir {
-        Some(d) => tempfile::tempdir_in(d)?,
-        None => tempfile::tempdir()?,
-    };
-    let baseline_path = dir.path().join("baseline.db");
-    let (messages, payload) = (config.messages, config.payload_bytes);
-    let baseline_rows_per_sec =
-        tokio::task::spawn_blocking(move || baseline::run(&baseline_path, messages, 100, payload))
-            .await
-            .map_err(|e| BenchError::Task(e.to_string()))??;
+async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Report, BenchError> {
+    let baseline_rows_per_sec = backend.baseline(config).await?;
     tracing::info!(baseline_rows_per_sec, "raw baseline done");
 
     let shape = |batch: usize, messages: usize| inprocess::Shape {
@@ -155,31 +173,41 @@ pub async fn run_sqlite(config: &BenchConfig) -> Result<Report, BenchError> {
         consumers: config.consumers,
         payload_bytes: config.payload_bytes,
     };
-    let in_process_batch_1 =
-        inprocess::throughput(fresh_engine(&dir, "batch1").await?, shape(1, config.messages / 4)).await?;
-    let in_process_batch_100 =
-        inprocess::throughput(fresh_engine(&dir, "batch100").await?, shape(100, config.messages)).await?;
+    let engine = backend.engine("batch1").await?;
+    let in_process_batch_1 = inprocess::throughput(engine.clone(), shape(1, config.messages / 4)).await?;
+    engine.shutdown().await?;
+    let engine = backend.engine("batch100").await?;
+    let in_process_batch_100 = inprocess::throughput(engine.clone(), shape(100, config.messages)).await?;
+    engine.shutdown().await?;
+    let engine = backend.engine("http").await?;
     let http_single = http::single_message(
-        fresh_engine(&dir, "http").await?,
+        engine.clone(),
         config.http_messages,
         config.http_clients,
         config.payload_bytes,
     )
     .await?;
+    engine.shutdown().await?;
+    let producer_node = backend.engine("paced").await?;
+    let consumer_node = backend.second_node(&producer_node).await?;
     let paced_latency = inprocess::paced_latency(
-        fresh_engine(&dir, "paced").await?,
+        [producer_node.clone(), consumer_node.clone()],
         config.latency_rate,
         config.latency_duration,
         config.consumers,
         config.payload_bytes,
     )
     .await?;
+    shut_down(&[producer_node, consumer_node]).await?;
     Ok(Report {
+        engine: backend.describe(),
+        baseline: backend.describe_baseline(),
         baseline_rows_per_sec,
         in_process_batch_1,
         in_process_batch_100,
         http_single: Some(http_single),
         paced_latency,
+        paced_across: backend.describe_nodes().to_owned(),
         config: ConfigEcho {
             payload_bytes: config.payload_bytes,
             producers: config.producers,
@@ -188,6 +216,13 @@ pub async fn run_sqlite(config: &BenchConfig) -> Result<Report, BenchError> {
             latency_rate: config.latency_rate,
         },
     })
+}
+
+async fn shut_down(engines: &[Arc<dyn QueueEngine>]) -> Result<(), BenchError> {
+    for engine in engines {
+        engine.shutdown().await?;
+    }
+    Ok(())
 }
 
 impl Report {
@@ -204,13 +239,10 @@ impl Report {
             )
         };
         let mut out = format!(
-            "payload {} B, {} producers / {} consumers, durable (WAL, synchronous=FULL)\n",
-            self.config.payload_bytes, self.config.producers, self.config.consumers
+            "{}: payload {} B, {} producers / {} consumers, every write durable before it returns\n",
+            self.engine, self.config.payload_bytes, self.config.producers, self.config.consumers
         );
-        out += &format!(
-            "{:<34} {:>10.0} rows/s (batched INSERT + SELECT/DELETE, 100 per txn)\n",
-            "raw sqlite baseline", base
-        );
+        out += &format!("{:<34} {:>10.0} rows/s ({})\n", "raw baseline", base, self.baseline);
         out += &line("in-process, batch 1", &self.in_process_batch_1);
         out += &line("in-process, batch 100", &self.in_process_batch_100);
         if let Some(http) = &self.http_single {
@@ -218,7 +250,7 @@ impl Report {
         }
         out += &format!(
             "{:<34} p50 {:.2} ms  p99 {:.2} ms\n",
-            format!("latency at {} msg/s", self.config.latency_rate),
+            format!("latency at {} msg/s, {}", self.config.latency_rate, self.paced_across),
             self.paced_latency.p50_ms,
             self.paced_latency.p99_ms
         );

@@ -1,7 +1,8 @@
 //! Long-poll support: per-queue wake-ups and the receive loop every engine shares.
 //!
 //! An engine calls [`WaitHub::notify`] after it commits a change that may make a message
-//! ready; receivers sleep on a `Notify` until then or until the next due time, never polling.
+//! ready; receivers sleep on a `Notify` until then or until the next due time. An engine whose
+//! wake-ups can be lost (another node's notification) adds a slow recheck as a safety net.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,12 +29,24 @@ struct QueueWaiters {
 pub struct WaitHub {
     queues: Mutex<HashMap<QueueRef, Arc<QueueWaiters>>>,
     closed: AtomicBool,
+    recheck: Option<Duration>,
 }
 
 impl WaitHub {
-    /// An empty hub.
+    /// An empty hub whose receivers rely on [`notify`](Self::notify) and due times alone: for
+    /// an engine that sees every change made to its storage.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty hub whose waiting receivers also look again every `interval`: for an engine
+    /// that learns of other nodes' changes by messages that can be lost (a dropped listener
+    /// connection, a node that crashed between its commit and its notification).
+    pub fn with_recheck(interval: Duration) -> Self {
+        Self {
+            recheck: Some(interval),
+            ..Self::default()
+        }
     }
 
     fn waiters(&self, queue: &QueueRef) -> Arc<QueueWaiters> {
@@ -121,7 +134,10 @@ where
             return Ok(batch);
         }
         guard.get_or_insert_with(|| WaitingGuard::new(waiters.clone()));
-        let wake_at = next_wake(now, give_up_at, batch.next_due, clock.now());
+        let mut wake_at = next_wake(now, give_up_at, batch.next_due, clock.now());
+        if let Some(recheck) = hub.recheck {
+            wake_at = wake_at.min(now + recheck);
+        }
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep_until(wake_at) => {}
@@ -153,6 +169,25 @@ mod tests {
             now + Duration::from_millis(500)
         );
         assert_eq!(next_wake(now, give_up, Some(Timestamp(99_000)), clock_now), give_up);
+    }
+
+    #[tokio::test]
+    async fn a_recheck_hub_looks_again_without_a_notify() {
+        let hub = WaitHub::with_recheck(Duration::from_millis(20));
+        let clock = ManualClock::new(Timestamp(0));
+        let queue: QueueRef = "ns/q".parse().unwrap();
+        let calls = AtomicU64::new(0);
+        let poll = long_poll(&hub, &clock, &queue, Duration::from_secs(30), || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Ok(ReceiveBatch::default()) }
+        });
+        let r = tokio::time::timeout(Duration::from_millis(300), poll).await;
+        assert!(r.is_err(), "nothing arrived, so the poll is still waiting");
+        let attempts = calls.load(Ordering::SeqCst);
+        assert!(
+            (3..=20).contains(&attempts),
+            "rechecked every 20 ms: {attempts} attempts in 300 ms"
+        );
     }
 
     #[tokio::test]

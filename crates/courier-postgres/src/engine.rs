@@ -27,7 +27,8 @@ use crate::tx::{retry, Core, Ctx};
 /// transaction on a pooled connection, and several engines (nodes) may share one schema.
 pub struct PostgresEngine {
     core: Core,
-    listener: Mutex<Option<JoinHandle<()>>>,
+    /// The wake-up listener and notifier tasks, stopped on shutdown and drop.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for PostgresEngine {
@@ -47,13 +48,23 @@ impl PostgresEngine {
     pub async fn open(opts: PostgresOptions) -> Result<Self, StorageError> {
         let pool = connect(&opts);
         migrate_pool(&pool, &opts.schema).await?;
-        let hub = Arc::new(WaitHub::new());
-        let core = Core::new(pool.clone(), opts.clock.clone(), hub.clone(), opts.schema.clone());
+        let hub = Arc::new(WaitHub::with_recheck(crate::wake::RECHECK_INTERVAL));
+        let notifier = Arc::new(crate::wake::Notifier::default());
+        let core = Core::new(
+            pool.clone(),
+            opts.clock.clone(),
+            hub.clone(),
+            notifier.clone(),
+            opts.schema.clone(),
+        );
         let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
-        let task = crate::wake::spawn(pool, core.channel.clone(), hub, listener);
+        let tasks = vec![
+            crate::wake::spawn_listener(pool.clone(), core.channel.clone(), hub, listener),
+            crate::wake::spawn_notifier(pool, core.channel.clone(), notifier),
+        ];
         Ok(Self {
             core,
-            listener: Mutex::new(Some(task)),
+            tasks: Mutex::new(tasks),
         })
     }
 
@@ -68,9 +79,9 @@ impl PostgresEngine {
         &self.core.schema
     }
 
-    fn stop_listener(&self) {
-        let task = self.listener.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(task) = task {
+    fn stop_tasks(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(PoisonError::into_inner));
+        for task in tasks {
             task.abort();
         }
     }
@@ -78,8 +89,8 @@ impl PostgresEngine {
 
 impl Drop for PostgresEngine {
     fn drop(&mut self) {
-        // The listener task holds a pool handle; without this the pool would outlive the engine.
-        self.stop_listener();
+        // The tasks hold pool handles; without this the pool would outlive the engine.
+        self.stop_tasks();
     }
 }
 
@@ -104,10 +115,15 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
     // ends such a session after a bound instead of waiting for TCP to notice. Notices such as
     // "schema already exists, skipping" from idempotent migrations are not worth a log line.
+    // Plans are made afresh for every execution (custom plans): a cached generic plan is made
+    // once per connection, often while a new queue table is nearly empty, and then keeps, say,
+    // a scan of the whole queue where a primary-key probe is right until autovacuum's next
+    // ANALYZE. Sequential scans are off because no statement of the engine wants one on a
+    // queue table; the planner picks one only on statistics from when the table was small.
     let session = format!(
         "SET search_path TO \"{}\"; SET synchronous_commit TO on; \
          SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}; \
-         SET client_min_messages TO warning",
+         SET client_min_messages TO warning; SET plan_cache_mode TO force_custom_plan; SET enable_seqscan TO off",
         opts.schema
     );
     PgPoolOptions::new()
@@ -341,7 +357,7 @@ impl QueueEngine for PostgresEngine {
     /// Every successful write was committed before it returned, so this only stops the wake-up
     /// listener and closes the pool; later operations fail with `Unavailable`.
     async fn shutdown(&self) -> Result<(), StorageError> {
-        self.stop_listener();
+        self.stop_tasks();
         self.core.pool.close().await;
         Ok(())
     }

@@ -18,12 +18,25 @@ use crate::schema::status;
 use crate::tx::Ctx;
 
 /// Deletes message `$2` of queue `$1` if lease `$3` is current at time `$4`.
-pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status = 1 \
-     AND lease_id = $3 AND visible_at > $4 RETURNING ordering_group, fencing_token";
+///
+/// `status + 0` and `visible_at + 0` keep those terms out of index conditions, so the only
+/// plan is the primary-key probe: `status = 1 AND visible_at > now` also matches the
+/// visibility index, whose in-flight range holds every leased message and the dead entries of
+/// recently acked ones.
+pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status + 0 = 1 \
+     AND lease_id = $3 AND visible_at + 0 > $4 RETURNING ordering_group, fencing_token";
 
 /// [`ACK_SQL`] for many receipts at once: message ids `$2` and lease ids `$3` (`uuid[]`s).
-pub(crate) const ACK_MANY_SQL: &str = "DELETE FROM messages m USING unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id) \
-     WHERE m.queue_id = $1 AND m.id = r.id AND m.status = 1 AND m.lease_id = r.lease_id AND m.visible_at > $4 \
+///
+/// Each receipt is checked by a primary-key probe (a subquery with both key columns equal has
+/// only that plan, whatever the statistics say) and the matches are deleted by `ctid`. A row
+/// that another transaction changed in between no longer has that `ctid` and is left alone;
+/// the caller settles such receipts one by one with [`ACK_SQL`].
+pub(crate) const ACK_MANY_SQL: &str = "WITH hit AS MATERIALIZED (\
+       SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
+         AND m.status + 0 = 1 AND m.visible_at + 0 > $4) AS tid \
+       FROM unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id)) \
+     DELETE FROM messages m WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) \
      RETURNING m.id, m.ordering_group, m.fencing_token";
 
 /// Why a conditional settle touched no row: the message is gone, or its lease is not this one.
@@ -146,7 +159,9 @@ async fn ack_distinct(
         out.push(if acked.contains(&receipt.message_id.0) {
             Ok(())
         } else {
-            Err(refusal(ctx, meta.id, receipt.message_id).await?)
+            // Refused, or changed by another transaction between the check and the delete:
+            // the single-receipt statement decides, on the row as it is now.
+            ack(ctx, queue, meta, receipt).await?
         });
     }
     Ok(out)

@@ -84,6 +84,12 @@ impl PostgresOptions {
         &self.schema
     }
 
+    /// The sqlx connection options of the database, without Courier's session settings: for
+    /// tools that need their own pool on the same database (benchmarks, test clean-up).
+    pub fn connect_options(&self) -> PgConnectOptions {
+        self.connect.clone()
+    }
+
     /// `user@host:port/database`, without the password: for logs and error messages.
     pub fn location(&self) -> String {
         let c = &self.connect;

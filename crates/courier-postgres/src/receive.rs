@@ -23,48 +23,51 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// `$4` the receive's lease in ms (or NULL), `$5` the policy's lease in ms. Each row comes back
 /// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by.
 ///
-/// The picked ids go to the UPDATE as one array (`id = ANY(…)`), so the update is a primary-key
-/// probe per message even in a generic plan, where a join against the pick could be planned as
-/// a hash join over the whole table.
+/// The picked rows are updated by their `ctid` alone (a TID scan: the row lock taken by the
+/// pick keeps it valid), never by a join or a `queue_id` term the planner could cost on stale
+/// statistics, say a bitmap scan over the whole queue for a table analyzed while it was small.
 pub(crate) fn receive_sql() -> String {
     let pick = "WITH picked AS MATERIALIZED (\
-       SELECT id, visible_at, seq FROM messages \
+       SELECT ctid AS tid, id, visible_at, seq FROM messages \
        WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
        ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
      batch AS (SELECT array_agg(id ORDER BY visible_at, seq) AS ids FROM picked) \
      UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
        lease_id = gen_random_uuid(), fencing_token = m.fencing_token + 1, deliveries = m.deliveries + 1 \
-     FROM batch WHERE m.queue_id = $1 AND m.id = ANY(batch.ids) \
+     FROM batch WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) \
      RETURNING array_position(batch.ids, m.id), ";
     format!("{pick}{MESSAGE_COLUMNS}")
 }
 
 /// In-flight messages whose lease ran out count a failure: ready again at their deadline, or
-/// dead-lettered at max attempts. `$1` queue id, `$2` now, `$3` row limit.
+/// dead-lettered at max attempts. `$1` queue id, `$2` now, `$3` row limit. Updated by `ctid`,
+/// as in [`receive_sql`].
 pub(crate) const RECLAIM_SQL: &str = "WITH lapsed AS MATERIALIZED (\
-       SELECT id FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at <= $2 \
+       SELECT ctid AS tid FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at <= $2 \
        ORDER BY visible_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
      UPDATE messages m SET failures = m.failures + 1, last_error = 'lease expired', lease_id = NULL, \
        status = CASE WHEN m.failures + 1 >= m.max_attempts THEN 3 ELSE 0 END, \
        dead_reason = CASE WHEN m.failures + 1 >= m.max_attempts THEN 1 ELSE NULL END \
-     FROM lapsed WHERE m.queue_id = $1 AND m.id = lapsed.id \
+     WHERE m.ctid = ANY(ARRAY(SELECT tid FROM lapsed)) \
      RETURNING m.status, m.ordering_group";
 
 /// Live, unleased messages past their TTL, with the status they had. `$1` queue id, `$2` now,
 /// `$3` row limit. The `expires_at IS NOT NULL AND status IN (0, 2)` terms match the partial
 /// index's predicate.
 pub(crate) const EXPIRED_CTE: &str = "WITH expired AS MATERIALIZED (\
-       SELECT id, status AS was FROM messages \
+       SELECT ctid AS tid, status AS was FROM messages \
        WHERE queue_id = $1 AND expires_at <= $2 AND expires_at IS NOT NULL AND status IN (0, 2) \
        LIMIT $3 FOR UPDATE SKIP LOCKED) ";
 
-/// See [`EXPIRED_CTE`]: dead-letters them with reason "expired".
+/// See [`EXPIRED_CTE`]: dead-letters them with reason "expired". The `ANY` term makes the scan
+/// a TID scan; the join to `expired` only brings back the old status.
 pub(crate) const EXPIRE_DEAD_LETTER_SQL: &str = "UPDATE messages m SET status = 3, dead_reason = 2, lease_id = NULL \
-     FROM expired WHERE m.queue_id = $1 AND m.id = expired.id RETURNING expired.was, m.ordering_group";
+     FROM expired WHERE m.ctid = ANY(ARRAY(SELECT tid FROM expired)) AND m.ctid = expired.tid \
+     RETURNING expired.was, m.ordering_group";
 
 /// See [`EXPIRED_CTE`]: deletes them.
-pub(crate) const EXPIRE_DROP_SQL: &str =
-    "DELETE FROM messages m USING expired WHERE m.queue_id = $1 AND m.id = expired.id \
+pub(crate) const EXPIRE_DROP_SQL: &str = "DELETE FROM messages m USING expired \
+     WHERE m.ctid = ANY(ARRAY(SELECT tid FROM expired)) AND m.ctid = expired.tid \
      RETURNING expired.was, m.ordering_group";
 
 /// The earliest delayed `visible_at` or lease deadline after `$2` in queue `$1`: two index

@@ -1,16 +1,21 @@
-//! Cross-node wake-ups: commits that may make a message ready `NOTIFY` the schema's channel
-//! (see `tx::Ctx::commit`), and one task per engine `LISTEN`s on it and wakes this node's
-//! long-polls through the [`WaitHub`].
+//! Cross-node wake-ups: after a commit that may make a message ready, this node's [`Notifier`]
+//! `NOTIFY`s the schema's channel, coalescing what many commits ask for into one statement; one
+//! task per engine `LISTEN`s on the channel and wakes this node's long-polls through the
+//! [`WaitHub`].
 //!
-//! Notifications are lost while the listening connection is down, so after any reconnect every
-//! local receiver is woken to look again; none of them can miss a message for good.
+//! A notification can be lost: while the listening connection is down (after a reconnect every
+//! local receiver is woken to look again), or when a node dies between its commit and its
+//! notify. Waiting receivers therefore also look again every [`RECHECK_INTERVAL`]; none of them
+//! can miss a message for long.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use courier_core::{QueueRef, WaitHub};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::Db;
@@ -22,6 +27,60 @@ const CHANNEL_BYTES_MAX: usize = 63;
 const RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest wait between reconnect attempts.
 const RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a waiting receiver looks again without a wake-up: the safety net for lost
+/// notifications, slow enough that idle receivers cost the database next to nothing.
+pub(crate) const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The queues this node has wake-ups pending for, sent by one task in the background.
+///
+/// While one NOTIFY statement is in flight, later commits' queues collect here and go out
+/// together in the next, so a busy node sends a few notifications per round trip instead of
+/// one per commit.
+#[derive(Debug, Default)]
+pub(crate) struct Notifier {
+    pending: Mutex<BTreeSet<String>>,
+    signal: Notify,
+}
+
+impl Notifier {
+    /// Asks for every node's receivers on `queues` to be woken.
+    pub(crate) fn publish(&self, queues: &[QueueRef]) {
+        if queues.is_empty() {
+            return;
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(queues.iter().map(QueueRef::to_string));
+        // Stores a permit if the task is busy, so nothing published is left waiting.
+        self.signal.notify_one();
+    }
+
+    fn take(&self) -> Vec<String> {
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *pending).into_iter().collect()
+    }
+}
+
+/// Runs the notifier until the pool closes or the task is aborted.
+pub(crate) fn spawn_notifier(pool: PgPool, channel: String, notifier: Arc<Notifier>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            notifier.signal.notified().await;
+            let queues = notifier.take();
+            if queues.is_empty() {
+                continue;
+            }
+            let sent = sqlx::raw_sql(&notify_sql(&channel, &queues)).execute(&pool).await;
+            match sent {
+                Ok(_) => {}
+                Err(sqlx::Error::PoolClosed) => return,
+                // Other nodes' receivers find these messages at their next recheck.
+                Err(error) => tracing::warn!(%channel, %error, "cannot notify other nodes"),
+            }
+        }
+    })
+}
 
 /// The notification channel of `schema`: `courier_<schema>`, within PostgreSQL's identifier limit.
 pub(crate) fn channel(schema: &str) -> String {
@@ -39,8 +98,26 @@ pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Db<PgListener> {
     Ok(listener)
 }
 
+/// One round trip that notifies `channel` once per queue. The commit need not wait for the
+/// disk: a notification lost in a crash only delays other nodes until their next recheck.
+///
+/// Literals rather than bind parameters, so the whole is one simple-protocol message: the
+/// channel comes from a validated schema name and queue names are `[a-z0-9._-]` plus `/`, so
+/// neither can hold a quote.
+fn notify_sql(channel: &str, queues: &[String]) -> String {
+    debug_assert!(!channel.contains('\'') && queues.iter().all(|q| !q.contains('\'')));
+    let notifies: Vec<String> = queues
+        .iter()
+        .map(|q| format!("pg_notify('{channel}', '{q}')"))
+        .collect();
+    format!(
+        "BEGIN; SET LOCAL synchronous_commit TO off; SELECT {}; COMMIT",
+        notifies.join(", ")
+    )
+}
+
 /// Runs the listener until the pool closes or the task is aborted.
-pub(crate) fn spawn(pool: PgPool, channel: String, hub: Arc<WaitHub>, listener: PgListener) -> JoinHandle<()> {
+pub(crate) fn spawn_listener(pool: PgPool, channel: String, hub: Arc<WaitHub>, listener: PgListener) -> JoinHandle<()> {
     tokio::spawn(run(pool, channel, hub, listener))
 }
 
@@ -101,6 +178,16 @@ fn wake(hub: &WaitHub, payload: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notify_sql_is_one_unsynchronized_transaction() {
+        let sql = notify_sql("courier_x", &["a/b".to_owned(), "c/d".to_owned()]);
+        assert_eq!(
+            sql,
+            "BEGIN; SET LOCAL synchronous_commit TO off; \
+             SELECT pg_notify('courier_x', 'a/b'), pg_notify('courier_x', 'c/d'); COMMIT"
+        );
+    }
 
     #[test]
     fn channel_fits_an_identifier() {

@@ -1,10 +1,10 @@
-//! `courier bench`: end-to-end throughput and latency on the embedded engine, in process and
-//! over HTTP, with a raw SQLite baseline measured in the same run.
+//! `courier bench`: end-to-end throughput and latency, in process and over HTTP, on the
+//! embedded engine or on PostgreSQL, with a raw baseline on the same database in the same run.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use courier_bench::BenchConfig;
+use courier_bench::{BenchConfig, Target};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -32,6 +32,10 @@ pub(crate) struct Args {
     /// Length of the paced latency run, in seconds.
     #[arg(long, default_value_t = 5)]
     latency_secs: u64,
+    /// Measure the PostgreSQL engine on this database (`postgres://…`) instead of SQLite; each
+    /// stage runs in a fresh schema that is dropped afterwards.
+    #[arg(long)]
+    database: Option<String>,
     /// Directory for the temporary databases (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -64,7 +68,12 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         latency_duration: Duration::from_secs(args.latency_secs),
         dir: args.dir,
     };
-    let report = courier_bench::run_sqlite(&config).await?;
+    let target = match args.database {
+        None => Target::Sqlite,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Target::Postgres(url),
+        Some(_) => anyhow::bail!("--database takes a postgres:// URL; SQLite is the default"),
+    };
+    let report = courier_bench::run(&config, &target).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
