@@ -42,8 +42,9 @@ impl From<NameError> for InvalidInput {
     }
 }
 
-/// A failure of the storage underneath an engine.
-#[derive(Debug, thiserror::Error)]
+/// A failure of the storage underneath an engine. `Clone`, so an engine that runs many callers'
+/// operations in one transaction can hand each of them the transaction's failure.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     /// The store cannot be reached or is shutting down; a later retry may succeed.
     #[error("storage unavailable: {0}")]

@@ -20,13 +20,15 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Side;
 use crate::error::storage;
+use crate::hot::HotPath;
 use crate::options::PostgresOptions;
-use crate::tx::{retry, Core, Ctx};
+use crate::tx::{transaction, Core};
 
 /// The queue engine on PostgreSQL. Cheap to share behind an `Arc`; every operation is one
 /// transaction on a pooled connection, and several engines (nodes) may share one schema.
 pub struct PostgresEngine {
-    core: Core,
+    core: Arc<Core>,
+    hot: HotPath,
     /// The wake-up listener and notifier tasks, stopped on shutdown and drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -50,19 +52,20 @@ impl PostgresEngine {
         migrate_pool(&pool, &opts.schema).await?;
         let hub = Arc::new(WaitHub::with_recheck(crate::wake::RECHECK_INTERVAL));
         let notifier = Arc::new(crate::wake::Notifier::default());
-        let core = Core::new(
+        let core = Arc::new(Core::new(
             pool.clone(),
             opts.clock.clone(),
             hub.clone(),
             notifier.clone(),
             opts.schema.clone(),
-        );
+        ));
         let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
         let tasks = vec![
             crate::wake::spawn_listener(pool.clone(), core.channel.clone(), hub, listener),
             crate::wake::spawn_notifier(pool, core.channel.clone(), notifier),
         ];
         Ok(Self {
+            hot: HotPath::new(core.clone()),
             core,
             tasks: Mutex::new(tasks),
         })
@@ -172,37 +175,16 @@ fn encode_state(value: &Value) -> Result<String, InvalidInput> {
     Ok(encoded)
 }
 
-/// Runs `$op` (an expression that uses `$ctx`, a fresh transaction) and ends the transaction
-/// with `$finish` (`finish` or `finish_ok`, see `tx::Ctx`); the whole is run again when
-/// PostgreSQL rolls it back for a deadlock or serialization failure.
-macro_rules! transaction {
-    ($core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
-        retry(|| async {
-            let mut $ctx = Ctx::begin($core).await?;
-            let result = $op.await;
-            $ctx.$finish(result).await
-        })
-    };
-}
-
 #[async_trait]
 impl QueueEngine for PostgresEngine {
     async fn enqueue(&self, queue: &QueueRef, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, EnqueueError> {
         validate_batch(&messages)?;
-        let core = &self.core;
-        Ok(transaction!(core, finish_ok, |ctx| crate::enqueue::enqueue(
-            &mut ctx, queue, &messages
-        ))
-        .await?)
+        Ok(self.hot.enqueue(queue, messages).await?)
     }
 
     async fn try_receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Result<ReceiveBatch, QueueError> {
         opts.validate()?;
-        let core = &self.core;
-        Ok(transaction!(core, finish_ok, |ctx| crate::receive::try_receive(
-            &mut ctx, queue, opts
-        ))
-        .await?)
+        Ok(self.hot.receive(queue, opts).await?)
     }
 
     async fn ack_many(
@@ -210,8 +192,7 @@ impl QueueEngine for PostgresEngine {
         queue: &QueueRef,
         receipts: &[Receipt],
     ) -> Result<Vec<Result<(), LeaseError>>, StorageError> {
-        let core = &self.core;
-        transaction!(core, finish_ok, |ctx| crate::lease::ack_many(&mut ctx, queue, receipts)).await
+        self.hot.ack_many(queue, receipts.to_vec()).await
     }
 
     async fn nack(&self, queue: &QueueRef, receipt: &Receipt, intent: NackIntent) -> Result<(), LeaseError> {

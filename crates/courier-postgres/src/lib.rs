@@ -14,10 +14,12 @@
 #![warn(clippy::unwrap_used)]
 
 mod admin;
+mod combine;
 mod engine;
 mod enqueue;
 mod error;
 mod groups;
+mod hot;
 mod lease;
 mod options;
 mod queues;

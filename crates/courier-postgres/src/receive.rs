@@ -2,6 +2,8 @@
 //! with one `FOR UPDATE SKIP LOCKED` statement, so receivers on any number of nodes take
 //! disjoint messages without waiting for each other.
 
+use std::time::Duration;
+
 use courier_core::{
     Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, ReceiveOptions, Timestamp,
 };
@@ -82,7 +84,7 @@ pub(crate) async fn try_receive(ctx: &mut Ctx<'_>, queue: &QueueRef, opts: &Rece
         return Ok(ReceiveBatch::default());
     };
     maintain(ctx, queue, &meta).await?;
-    let deliveries = lease_ready(ctx, &meta, opts).await?;
+    let deliveries = lease_ready(ctx, &meta, opts.max_messages, opts.lease).await?;
     let next_due = if deliveries.is_empty() {
         next_due(ctx, meta.id).await?
     } else {
@@ -91,12 +93,12 @@ pub(crate) async fn try_receive(ctx: &mut Ctx<'_>, queue: &QueueRef, opts: &Rece
     Ok(ReceiveBatch { deliveries, next_due })
 }
 
-async fn lease_ready(ctx: &mut Ctx<'_>, meta: &QueueMeta, opts: &ReceiveOptions) -> Db<Vec<Delivery>> {
+async fn lease_ready(ctx: &mut Ctx<'_>, meta: &QueueMeta, max: usize, lease: Option<Duration>) -> Db<Vec<Delivery>> {
     let rows = sqlx::query(&receive_sql())
         .bind(meta.id)
         .bind(ctx.now.as_millis())
-        .bind(i64::try_from(opts.max_messages).unwrap_or(i64::MAX))
-        .bind(opts.lease.map(ms_i64))
+        .bind(i64::try_from(max).unwrap_or(i64::MAX))
+        .bind(lease.map(ms_i64))
         .bind(ms_i64(meta.policy.lease()))
         .fetch_all(ctx.conn())
         .await?;

@@ -166,3 +166,17 @@ where
         }
     }
 }
+
+/// Runs `$op` (an expression that uses `$ctx`, a fresh transaction on `$core`) and ends the
+/// transaction with `$finish` (`finish` or `finish_ok`, see [`Ctx`]); the whole is run again
+/// when PostgreSQL rolls it back for a deadlock or serialization failure.
+macro_rules! transaction {
+    ($core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
+        $crate::tx::retry(|| async {
+            let mut $ctx = $crate::tx::Ctx::begin($core).await?;
+            let result = $op.await;
+            $ctx.$finish(result).await
+        })
+    };
+}
+pub(crate) use transaction;

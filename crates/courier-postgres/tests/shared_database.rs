@@ -365,3 +365,61 @@ async fn unreachable_database_fails_fast_with_unavailable() {
         started.elapsed()
     );
 }
+
+/// Concurrent calls on one node share transactions (see `hot.rs`); each must still get what it
+/// would have alone: one message per idempotency key, every caller told its id, and acks of
+/// one receipt from several callers settle it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_sharing_a_transaction_keep_their_own_outcomes() {
+    let schema = TestSchema::new();
+    let engine = Arc::new(common::open(&schema, Arc::new(SystemClock)).await);
+    let q = queue("combined");
+    let calls: Vec<_> = (0..32)
+        .map(|n| {
+            let (engine, q) = (engine.clone(), q.clone());
+            tokio::spawn(async move {
+                let batch = vec![
+                    NewMessage::new(format!("keyed {n}")).with_idempotency_key(format!("k{}", n % 4)),
+                    NewMessage::new(format!("plain {n}")),
+                ];
+                engine.enqueue(&q, batch).await.expect("enqueue")
+            })
+        })
+        .collect();
+    let mut by_key: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut firsts = 0;
+    for (n, call) in calls.into_iter().enumerate() {
+        let results = call.await.expect("task");
+        assert_eq!(results.len(), 2, "one result per message of the call");
+        assert!(!results[1].duplicate, "an unkeyed message is never a duplicate");
+        firsts += usize::from(!results[0].duplicate);
+        by_key
+            .entry(format!("k{}", n % 4))
+            .or_default()
+            .insert(results[0].id.to_string());
+    }
+    assert_eq!(firsts, 4, "one first message per key");
+    assert!(
+        by_key.values().all(|ids| ids.len() == 1),
+        "every caller of a key got one id: {by_key:?}"
+    );
+
+    let batch = engine.try_receive(&q, &take(100)).await.expect("receive");
+    assert_eq!(batch.deliveries.len(), 4 + 32, "4 keyed messages and 32 plain ones");
+    let receipt = batch.deliveries[0].receipt();
+    let acks: Vec<_> = (0..8)
+        .map(|_| {
+            let (engine, q, receipt) = (engine.clone(), q.clone(), receipt.clone());
+            tokio::spawn(async move { engine.ack(&q, &receipt).await })
+        })
+        .collect();
+    let mut settled = 0;
+    for ack in acks {
+        match ack.await.expect("task") {
+            Ok(()) => settled += 1,
+            Err(LeaseError::MessageNotFound(_)) => {}
+            Err(other) => panic!("unexpected ack error: {other}"),
+        }
+    }
+    assert_eq!(settled, 1, "one receipt settles once, however many callers present it");
+}

@@ -1,0 +1,199 @@
+//! Combining concurrent calls into one transaction: callers that arrive while a transaction
+//! for the same key (queue) is running wait, and the next transaction serves all of them.
+//!
+//! This is group commit for a networked database: per message, a busy node then pays for a
+//! fraction of a transaction's round trips and commit instead of all of them. The work runs on
+//! a task of its own, so a caller that goes away (an HTTP client disconnecting) never cancels a
+//! transaction that other callers' operations are part of.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::oneshot;
+
+/// Most calls served by one transaction, so a burst cannot build an unbounded transaction.
+const CALLS_PER_BATCH_MAX: usize = 64;
+
+/// The calls waiting for one key, and how many tasks are serving them.
+struct Slot<Req, Out> {
+    pending: Vec<(Req, oneshot::Sender<Out>)>,
+    serving: usize,
+}
+
+/// Runs calls keyed by `K` in batches: `exec` gets the requests of one batch and returns one
+/// output per request, in order.
+pub(crate) struct Combiner<K, Req, Out> {
+    slots: Mutex<HashMap<K, Slot<Req, Out>>>,
+    /// Batches of one key that may run at once. One batches most; two let a call that arrives
+    /// while a batch runs start at once, on the other, instead of queueing behind it.
+    parallel: usize,
+}
+
+impl<K, Req, Out> Combiner<K, Req, Out> {
+    /// A combiner that runs up to `parallel` (at least 1) batches of one key at once.
+    pub(crate) fn new(parallel: usize) -> Self {
+        Self {
+            slots: Mutex::new(HashMap::new()),
+            parallel: parallel.max(1),
+        }
+    }
+}
+
+impl<K, Req, Out> Combiner<K, Req, Out>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    Req: Send + 'static,
+    Out: Send + 'static,
+{
+    /// Runs `req` in the next batch for `key`; `None` if the batch was abandoned (its task
+    /// panicked), in which case the outcome is unknown.
+    pub(crate) async fn submit<F, Fut>(self: &Arc<Self>, key: K, req: Req, exec: F) -> Option<Out>
+    where
+        F: FnMut(K, Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Out>> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut slots = self.lock();
+            let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
+                pending: Vec::new(),
+                serving: 0,
+            });
+            slot.pending.push((req, reply));
+            let start = slot.serving < self.parallel;
+            if start {
+                slot.serving += 1;
+            }
+            start
+        };
+        if start {
+            tokio::spawn(self.clone().serve(key, exec));
+        }
+        answer.await.ok()
+    }
+
+    /// Serves batches for `key` until none is waiting.
+    async fn serve<F, Fut>(self: Arc<Self>, key: K, mut exec: F)
+    where
+        F: FnMut(K, Vec<Req>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<Out>> + Send + 'static,
+    {
+        let guard = ServeGuard {
+            combiner: &self,
+            key: &key,
+        };
+        while let Some(batch) = self.next_batch(&key) {
+            let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) = batch.into_iter().unzip();
+            let outputs = exec(key.clone(), requests).await;
+            debug_assert_eq!(outputs.len(), replies.len(), "one output per request");
+            for (reply, output) in replies.into_iter().zip(outputs) {
+                // A caller that went away no longer wants its answer; its effect stands.
+                let _ = reply.send(output);
+            }
+        }
+        std::mem::forget(guard);
+    }
+
+    /// Takes the next batch for `key`, or ends this task's serving (under the same lock, so a
+    /// caller that arrives later starts a new task) when nothing waits.
+    fn next_batch(&self, key: &K) -> Option<Vec<(Req, oneshot::Sender<Out>)>> {
+        let mut slots = self.lock();
+        let slot = slots.get_mut(key)?;
+        if slot.pending.is_empty() {
+            slot.serving -= 1;
+            if slot.serving == 0 {
+                slots.remove(key);
+            }
+            return None;
+        }
+        let take = slot.pending.len().min(CALLS_PER_BATCH_MAX);
+        Some(slot.pending.drain(..take).collect())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Slot<Req, Out>>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Dropped only when serving ends abnormally (a panic in `exec`): the waiting callers are
+/// answered with `None` and the key starts afresh; another task serving the key finishes the
+/// batch it holds and stops.
+struct ServeGuard<'a, K: Eq + Hash, Req, Out> {
+    combiner: &'a Combiner<K, Req, Out>,
+    key: &'a K,
+}
+
+impl<K: Eq + Hash, Req, Out> Drop for ServeGuard<'_, K, Req, Out> {
+    fn drop(&mut self) {
+        let mut slots = self.combiner.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.remove(self.key);
+    }
+}
+
+/// Splits `items` into consecutive runs of the given lengths.
+pub(crate) fn split_by<T>(items: Vec<T>, lengths: &[usize]) -> Vec<Vec<T>> {
+    let mut items = items.into_iter();
+    lengths.iter().map(|&n| items.by_ref().take(n).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn split_by_cuts_consecutive_runs() {
+        assert_eq!(
+            split_by(vec![1, 2, 3, 4, 5], &[2, 0, 3]),
+            vec![vec![1, 2], vec![], vec![3, 4, 5]]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_calls_share_batches_and_each_gets_its_own_answer() {
+        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2));
+        let batches = Arc::new(AtomicUsize::new(0));
+        let calls: Vec<_> = (0..50u32)
+            .map(|n| {
+                let (combiner, batches) = (combiner.clone(), batches.clone());
+                tokio::spawn(async move {
+                    combiner
+                        .submit("q", n, move |_, requests: Vec<u32>| {
+                            let batches = batches.clone();
+                            async move {
+                                batches.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(Duration::from_millis(5)).await;
+                                requests.into_iter().map(|r| r * 2).collect()
+                            }
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for (n, call) in calls.into_iter().enumerate() {
+            assert_eq!(call.await.expect("task"), Some(u32::try_from(n).expect("small") * 2));
+        }
+        let batches = batches.load(Ordering::SeqCst);
+        assert!(batches < 50, "calls that overlapped were combined: {batches} batches");
+        assert!(combiner.lock().is_empty(), "nothing left behind");
+    }
+
+    #[tokio::test]
+    async fn a_panicking_batch_answers_none_and_the_key_serves_again() {
+        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2));
+        let lost = combiner
+            .submit("q", 1, |_, requests: Vec<u32>| async move {
+                assert!(requests.is_empty(), "exec failed");
+                requests
+            })
+            .await;
+        assert_eq!(lost, None);
+        let served = combiner
+            .submit("q", 2, |_, requests: Vec<u32>| async move { requests })
+            .await;
+        assert_eq!(served, Some(2));
+    }
+}
