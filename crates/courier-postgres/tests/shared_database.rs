@@ -409,7 +409,7 @@ async fn concurrent_calls_sharing_a_transaction_keep_their_own_outcomes() {
     let receipt = batch.deliveries[0].receipt();
     let acks: Vec<_> = (0..8)
         .map(|_| {
-            let (engine, q, receipt) = (engine.clone(), q.clone(), receipt.clone());
+            let (engine, q, receipt) = (engine.clone(), q.clone(), receipt);
             tokio::spawn(async move { engine.ack(&q, &receipt).await })
         })
         .collect();
