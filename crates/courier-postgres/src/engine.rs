@@ -118,15 +118,15 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
     // ends such a session after a bound instead of waiting for TCP to notice. Notices such as
     // "schema already exists, skipping" from idempotent migrations are not worth a log line.
-    // Plans are made afresh for every execution (custom plans): a cached generic plan is made
-    // once per connection, often while a new queue table is nearly empty, and then keeps, say,
-    // a scan of the whole queue where a primary-key probe is right until autovacuum's next
-    // ANALYZE. Sequential scans are off because no statement of the engine wants one on a
-    // queue table; the planner picks one only on statistics from when the table was small.
+    // Plans are cached (generic) rather than made afresh on every call, which cost more CPU
+    // than running the statements; `analyze.rs` keeps the statistics they are made from
+    // current while a new table grows. Sequential scans are off because no statement of the
+    // engine wants one on a queue table; the planner picks one only on statistics from when
+    // the table was small.
     let session = format!(
         "SET search_path TO \"{}\"; SET synchronous_commit TO on; \
          SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}; \
-         SET client_min_messages TO warning; SET plan_cache_mode TO force_custom_plan; SET enable_seqscan TO off",
+         SET client_min_messages TO warning; SET plan_cache_mode TO force_generic_plan; SET enable_seqscan TO off",
         opts.schema
     );
     PgPoolOptions::new()

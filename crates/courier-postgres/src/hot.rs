@@ -10,6 +10,7 @@
 use courier_core::{Enqueued, LeaseError, NewMessage, QueueRef, Receipt, ReceiveBatch, ReceiveOptions, StorageError};
 use std::sync::Arc;
 
+use crate::analyze::GrowthAnalyzer;
 use crate::combine::{split_by, Combiner};
 use crate::tx::{transaction, Core};
 
@@ -23,6 +24,7 @@ type Settled = Vec<Result<(), LeaseError>>;
 /// The combiners of one engine.
 pub(crate) struct HotPath {
     core: Arc<Core>,
+    growth: Arc<GrowthAnalyzer>,
     enqueues: Arc<Combiner<QueueRef, Vec<NewMessage>, Answer<Vec<Enqueued>>>>,
     acks: Arc<Combiner<QueueRef, Vec<Receipt>, Answer<Settled>>>,
 }
@@ -45,6 +47,7 @@ impl HotPath {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         Self {
             core,
+            growth: Arc::default(),
             enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT)),
             acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT)),
         }
@@ -52,9 +55,9 @@ impl HotPath {
 
     /// Adds `messages` (validated) to `queue`, all or none.
     pub(crate) async fn enqueue(&self, queue: &QueueRef, messages: Vec<NewMessage>) -> Answer<Vec<Enqueued>> {
-        let core = self.core.clone();
+        let (core, growth) = (self.core.clone(), self.growth.clone());
         let exec = move |queue: QueueRef, calls: Vec<Vec<NewMessage>>| {
-            let core = core.clone();
+            let (core, growth) = (core.clone(), growth.clone());
             async move {
                 let lengths: Vec<usize> = calls.iter().map(Vec::len).collect();
                 let messages: Vec<NewMessage> = calls.into_iter().flatten().collect();
@@ -62,6 +65,9 @@ impl HotPath {
                     &mut ctx, &queue, &messages
                 ))
                 .await;
+                if let Ok(enqueued) = &result {
+                    growth.inserted(enqueued.iter().filter(|e| !e.duplicate).count(), &core.pool);
+                }
                 distribute(result, &lengths)
             }
         };

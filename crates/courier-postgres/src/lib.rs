@@ -14,6 +14,7 @@
 #![warn(clippy::unwrap_used)]
 
 mod admin;
+mod analyze;
 mod combine;
 mod engine;
 mod enqueue;
