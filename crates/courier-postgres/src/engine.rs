@@ -29,7 +29,8 @@ use crate::tx::{transaction, Core};
 pub struct PostgresEngine {
     core: Arc<Core>,
     hot: HotPath,
-    /// The wake-up listener and notifier tasks, stopped on shutdown and drop.
+    /// The wake-up listener, notifier and idempotency sweeper tasks, stopped on shutdown and
+    /// drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -62,7 +63,8 @@ impl PostgresEngine {
         let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
         let tasks = vec![
             crate::wake::spawn_listener(pool.clone(), core.channel.clone(), hub, listener),
-            crate::wake::spawn_notifier(pool, core.channel.clone(), notifier),
+            crate::wake::spawn_notifier(pool.clone(), core.channel.clone(), notifier),
+            crate::sweep::spawn(pool, opts.clock.clone(), opts.idempotency_sweep_interval),
         ];
         Ok(Self {
             hot: HotPath::new(core.clone()),

@@ -27,6 +27,7 @@ mod queues;
 mod receive;
 mod row;
 mod schema;
+mod sweep;
 mod tx;
 mod wake;
 

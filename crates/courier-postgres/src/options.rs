@@ -24,6 +24,7 @@ pub struct PostgresOptions {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) connections_max: u32,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) idempotency_sweep_interval: Duration,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -38,6 +39,7 @@ impl fmt::Debug for PostgresOptions {
             .field("clock", &self.clock)
             .field("connections_max", &self.connections_max)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("idempotency_sweep_interval", &self.idempotency_sweep_interval)
             .finish()
     }
 }
@@ -76,6 +78,13 @@ impl PostgresOptions {
     /// `StorageError::Unavailable`; short, so a down database fails requests fast. Default 2 s.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// How often this node deletes idempotency records whose dedup window has passed.
+    /// Default 30 s, as on SQLite.
+    pub fn idempotency_sweep_interval(mut self, interval: Duration) -> Self {
+        self.idempotency_sweep_interval = interval.max(Duration::from_millis(1));
         self
     }
 
@@ -124,6 +133,7 @@ impl FromStr for PostgresOptions {
             clock: Arc::new(SystemClock),
             connections_max: 16,
             acquire_timeout: Duration::from_secs(2),
+            idempotency_sweep_interval: Duration::from_secs(30),
         };
         match schema {
             Some(schema) => opts.schema(&schema),

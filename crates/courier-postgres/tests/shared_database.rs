@@ -423,3 +423,37 @@ async fn concurrent_calls_sharing_a_transaction_keep_their_own_outcomes() {
     }
     assert_eq!(settled, 1, "one receipt settles once, however many callers present it");
 }
+
+/// Idempotency records past their dedup window are deleted in the background (as on SQLite),
+/// while records still inside their window stay and keep deduplicating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_idempotency_records_are_swept() {
+    let schema = TestSchema::new();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_000_000)));
+    let opts = common::options(&schema, clock.clone()).idempotency_sweep_interval(Duration::from_millis(20));
+    let engine = PostgresEngine::open(opts).await.expect("open");
+    let q = queue("keys");
+    let keyed = |key: &str| vec![NewMessage::new("x").with_idempotency_key(key)];
+    engine.enqueue(&q, keyed("old")).await.expect("enqueue");
+    clock.advance(QueuePolicy::default().dedup_window() + Duration::from_secs(1));
+    engine.enqueue(&q, keyed("fresh")).await.expect("enqueue");
+
+    let mut conn = schema.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency ORDER BY key")
+            .fetch_all(&mut conn)
+            .await
+            .expect("read keys");
+        if keys == ["fresh"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired record was never swept: {keys:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = engine.enqueue(&q, keyed("fresh")).await.expect("enqueue");
+    assert!(again[0].duplicate, "a record inside its window still deduplicates");
+}
