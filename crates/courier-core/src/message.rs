@@ -131,6 +131,8 @@ fn check_text(field: &str, value: Option<&str>) -> Result<(), InvalidInput> {
             v.len(),
             limits::TEXT_FIELD_BYTES_MAX
         ))),
+        // PostgreSQL text cannot hold NUL; refused on every engine so they accept the same input.
+        Some(v) if v.contains('\0') => Err(InvalidInput::new(format!("{field} must not contain a NUL character"))),
         _ => Ok(()),
     }
 }
@@ -265,12 +267,34 @@ pub enum NackIntent {
 }
 
 impl NackIntent {
-    /// Checks the delay against [`limits::DELAY_MAX`].
+    /// Checks the delay against [`limits::DELAY_MAX`], and that the error text has no NUL
+    /// character (PostgreSQL text cannot hold one).
     pub fn validate(&self) -> Result<(), InvalidInput> {
         let delay = match self {
+            Self::Failure { error, .. } if error.contains('\0') => {
+                return Err(InvalidInput::new("error must not contain a NUL character"));
+            }
             Self::Failure { delay, .. } => delay.unwrap_or_default(),
             Self::Defer { delay } => *delay,
         };
         check_duration("delay_ms", millis(delay), Duration::ZERO, limits::DELAY_MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_characters_in_text_fields_are_refused() {
+        let with_nul = NewMessage::new("x").with_content_type("a\0b");
+        let refused = with_nul.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(refused.contains("content_type") && refused.contains("NUL"), "{refused}");
+        let nack = NackIntent::Failure {
+            error: "bad\0".into(),
+            delay: None,
+        };
+        assert!(nack.validate().is_err());
+        assert!(NewMessage::new("x").with_content_type("fine").validate().is_ok());
     }
 }

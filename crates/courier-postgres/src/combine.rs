@@ -15,6 +15,9 @@ use tokio::sync::oneshot;
 
 /// Most calls served by one transaction, so a burst cannot build an unbounded transaction.
 const CALLS_PER_BATCH_MAX: usize = 64;
+/// Most items (messages, receipts) in one batch, beyond the first call's: a batch is never
+/// much larger than the largest call a caller may make alone.
+const ITEMS_PER_BATCH_MAX: usize = 1_000;
 
 /// The calls waiting for one key, and how many tasks are serving them.
 struct Slot<Req, Out> {
@@ -29,14 +32,18 @@ pub(crate) struct Combiner<K, Req, Out> {
     /// Batches of one key that may run at once. One batches most; two let a call that arrives
     /// while a batch runs start at once, on the other, instead of queueing behind it.
     parallel: usize,
+    /// How many items a request carries, for [`ITEMS_PER_BATCH_MAX`].
+    items: fn(&Req) -> usize,
 }
 
 impl<K, Req, Out> Combiner<K, Req, Out> {
-    /// A combiner that runs up to `parallel` (at least 1) batches of one key at once.
-    pub(crate) fn new(parallel: usize) -> Self {
+    /// A combiner that runs up to `parallel` (at least 1) batches of one key at once; `items`
+    /// tells how many items (messages, receipts) a request carries.
+    pub(crate) fn new(parallel: usize, items: fn(&Req) -> usize) -> Self {
         Self {
             slots: Mutex::new(HashMap::new()),
             parallel: parallel.max(1),
+            items,
         }
     }
 }
@@ -69,22 +76,27 @@ where
             start
         };
         if start {
-            tokio::spawn(self.clone().serve(key, exec));
+            // Made before the task, so it also cleans up if the task is dropped unpolled.
+            let guard = ServeGuard {
+                combiner: self.clone(),
+                key: key.clone(),
+            };
+            tokio::spawn(self.clone().serve(guard, exec));
         }
         answer.await.ok()
     }
 
     /// Serves batches for `key` until none is waiting.
-    async fn serve<F, Fut>(self: Arc<Self>, key: K, mut exec: F)
+    async fn serve<F, Fut>(self: Arc<Self>, guard: ServeGuard<K, Req, Out>, mut exec: F)
     where
         F: FnMut(K, Vec<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Out>> + Send + 'static,
     {
-        let guard = ServeGuard {
-            combiner: &self,
-            key: &key,
-        };
+        let key = guard.key.clone();
         while let Some(batch) = self.next_batch(&key) {
+            if batch.is_empty() {
+                continue;
+            }
             let (requests, replies): (Vec<Req>, Vec<oneshot::Sender<Out>>) = batch.into_iter().unzip();
             let outputs = exec(key.clone(), requests).await;
             debug_assert_eq!(outputs.len(), replies.len(), "one output per request");
@@ -108,7 +120,20 @@ where
             }
             return None;
         }
-        let take = slot.pending.len().min(CALLS_PER_BATCH_MAX);
+        // A caller that went away before its batch started wants no effect any more.
+        slot.pending.retain(|(_, reply)| !reply.is_closed());
+        if slot.pending.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut take = 0;
+        let mut items = 0;
+        for (req, _) in slot.pending.iter().take(CALLS_PER_BATCH_MAX) {
+            items += (self.items)(req);
+            if take > 0 && items > ITEMS_PER_BATCH_MAX {
+                break;
+            }
+            take += 1;
+        }
         Some(slot.pending.drain(..take).collect())
     }
 
@@ -117,18 +142,18 @@ where
     }
 }
 
-/// Dropped only when serving ends abnormally (a panic in `exec`): the waiting callers are
-/// answered with `None` and the key starts afresh; another task serving the key finishes the
-/// batch it holds and stops.
-struct ServeGuard<'a, K: Eq + Hash, Req, Out> {
-    combiner: &'a Combiner<K, Req, Out>,
-    key: &'a K,
+/// Dropped only when serving ends abnormally (a panic in `exec`, or the task dropped by a
+/// runtime shutting down): the waiting callers are answered with `None` and the key starts
+/// afresh; another task serving the key finishes the batch it holds and stops.
+struct ServeGuard<K: Eq + Hash, Req, Out> {
+    combiner: Arc<Combiner<K, Req, Out>>,
+    key: K,
 }
 
-impl<K: Eq + Hash, Req, Out> Drop for ServeGuard<'_, K, Req, Out> {
+impl<K: Eq + Hash, Req, Out> Drop for ServeGuard<K, Req, Out> {
     fn drop(&mut self) {
         let mut slots = self.combiner.slots.lock().unwrap_or_else(PoisonError::into_inner);
-        slots.remove(self.key);
+        slots.remove(&self.key);
     }
 }
 
@@ -154,7 +179,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_calls_share_batches_and_each_gets_its_own_answer() {
-        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2));
+        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2, |_| 1));
         let batches = Arc::new(AtomicUsize::new(0));
         let calls: Vec<_> = (0..50u32)
             .map(|n| {
@@ -178,12 +203,17 @@ mod tests {
         }
         let batches = batches.load(Ordering::SeqCst);
         assert!(batches < 50, "calls that overlapped were combined: {batches} batches");
-        assert!(combiner.lock().is_empty(), "nothing left behind");
+        // Callers are answered before the serving task's last look removes the slot.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !combiner.lock().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "a slot was left behind");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     #[tokio::test]
     async fn a_panicking_batch_answers_none_and_the_key_serves_again() {
-        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2));
+        let combiner: Arc<Combiner<&'static str, u32, u32>> = Arc::new(Combiner::new(2, |_| 1));
         let lost = combiner
             .submit("q", 1, |_, requests: Vec<u32>| async move {
                 assert!(requests.is_empty(), "exec failed");

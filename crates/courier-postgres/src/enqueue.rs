@@ -122,11 +122,8 @@ async fn claim_keys(
     .bind(ctx.now.as_millis())
     .fetch_all(ctx.conn())
     .await?;
-    let taken: Vec<&str> = keys
-        .iter()
-        .copied()
-        .filter(|k| !claimed.iter().any(|c| c == k))
-        .collect();
+    let claimed: std::collections::HashSet<&str> = claimed.iter().map(String::as_str).collect();
+    let taken: Vec<&str> = keys.iter().copied().filter(|k| !claimed.contains(k)).collect();
     if taken.is_empty() {
         return Ok(Vec::new());
     }

@@ -48,8 +48,8 @@ impl HotPath {
         Self {
             core,
             growth: Arc::default(),
-            enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT)),
-            acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT)),
+            enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
+            acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
         }
     }
 

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use std::collections::HashSet;
+
 use courier_core::limits::ERROR_TEXT_BYTES_MAX;
 use courier_core::{
     Etag, FencingToken, Lease, LeaseError, MessageId, NackIntent, QueueRef, Receipt, StateDoc, StateError,
@@ -29,14 +31,19 @@ pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND i
 /// [`ACK_SQL`] for many receipts at once: message ids `$2` and lease ids `$3` (`uuid[]`s).
 ///
 /// Each receipt is checked by a primary-key probe (a subquery with both key columns equal has
-/// only that plan, whatever the statistics say) and the matches are deleted by `ctid`. A row
-/// that another transaction changed in between no longer has that `ctid` and is left alone;
-/// the caller settles such receipts one by one with [`ACK_SQL`].
+/// only that plan, whatever the statistics say) and the matches are deleted by `ctid`. The
+/// lease conditions are repeated on the deleted row: if another transaction changed the row
+/// after the probe (a reclaim, a nack), the delete waits for it and then re-checks them on the
+/// new version (PostgreSQL's EvalPlanQual recheck), so a dead lease is never accepted, whether
+/// or not the server's TID scan rechecks the ctid itself. Receipts that did not match are
+/// settled one by one with [`ACK_SQL`] by the caller.
 pub(crate) const ACK_MANY_SQL: &str = "WITH hit AS MATERIALIZED (\
        SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
-         AND m.status + 0 = 1 AND m.visible_at + 0 > $4) AS tid \
+         AND m.status + 0 = 1 AND m.visible_at + 0 > $4) AS tid, r.lease_id \
        FROM unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id)) \
-     DELETE FROM messages m WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) \
+     DELETE FROM messages m USING hit \
+     WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) AND m.ctid = hit.tid \
+       AND m.lease_id = hit.lease_id AND m.status + 0 = 1 AND m.visible_at + 0 > $4 \
      RETURNING m.id, m.ordering_group, m.fencing_token";
 
 /// Why a conditional settle touched no row: the message is gone, or its lease is not this one.
@@ -154,6 +161,7 @@ async fn ack_distinct(
         // At most one message of a group is in flight, so each group appears once.
         promote_groups(ctx, queue, meta.id, &groups).await?;
     }
+    let acked: HashSet<Uuid> = acked.into_iter().collect();
     let mut out = Vec::with_capacity(receipts.len());
     for receipt in receipts {
         out.push(if acked.contains(&receipt.message_id.0) {

@@ -38,8 +38,10 @@ async fn sweep(pool: &PgPool, now: i64) -> Result<u64, sqlx::Error> {
     let mut removed = 0;
     loop {
         let done = sqlx::query(
+            // The condition is repeated on the deleted row: an enqueue that re-claims an
+            // expired key meanwhile gives it a new window, and that record must stay.
             "DELETE FROM idempotency WHERE ctid = ANY(ARRAY(\
-               SELECT ctid FROM idempotency WHERE expires_at <= $1 LIMIT $2))",
+               SELECT ctid FROM idempotency WHERE expires_at <= $1 LIMIT $2)) AND expires_at <= $1",
         )
         .bind(now)
         .bind(RECORDS_PER_STATEMENT_MAX)

@@ -98,12 +98,14 @@ pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Db<PgListener> {
     Ok(listener)
 }
 
-/// One round trip that notifies `channel` once per queue. The commit need not wait for the
-/// disk: a notification lost in a crash only delays other nodes until their next recheck.
+/// One statement that notifies `channel` once per queue. Its implicit transaction need not
+/// wait for the disk (`set_config(…, true)` is local to it): a notification lost in a crash
+/// only delays other nodes until their next recheck. One statement, not `BEGIN; …; COMMIT`,
+/// so a failing `pg_notify` cannot leave the pooled connection inside an aborted transaction.
 ///
-/// Literals rather than bind parameters, so the whole is one simple-protocol message: the
-/// channel comes from a validated schema name and queue names are `[a-z0-9._-]` plus `/`, so
-/// neither can hold a quote.
+/// Literals rather than bind parameters keep it one simple-protocol message: the channel comes
+/// from a validated schema name and queue names are `[a-z0-9._-]` plus `/`, so neither can
+/// hold a quote.
 fn notify_sql(channel: &str, queues: &[String]) -> String {
     debug_assert!(!channel.contains('\'') && queues.iter().all(|q| !q.contains('\'')));
     let notifies: Vec<String> = queues
@@ -111,7 +113,7 @@ fn notify_sql(channel: &str, queues: &[String]) -> String {
         .map(|q| format!("pg_notify('{channel}', '{q}')"))
         .collect();
     format!(
-        "BEGIN; SET LOCAL synchronous_commit TO off; SELECT {}; COMMIT",
+        "SELECT set_config('synchronous_commit', 'off', true), {}",
         notifies.join(", ")
     )
 }
@@ -180,12 +182,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn notify_sql_is_one_unsynchronized_transaction() {
+    fn notify_sql_is_one_unsynchronized_statement() {
         let sql = notify_sql("courier_x", &["a/b".to_owned(), "c/d".to_owned()]);
         assert_eq!(
             sql,
-            "BEGIN; SET LOCAL synchronous_commit TO off; \
-             SELECT pg_notify('courier_x', 'a/b'), pg_notify('courier_x', 'c/d'); COMMIT"
+            "SELECT set_config('synchronous_commit', 'off', true), \
+             pg_notify('courier_x', 'a/b'), pg_notify('courier_x', 'c/d')"
         );
     }
 
