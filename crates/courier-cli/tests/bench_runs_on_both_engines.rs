@@ -50,19 +50,26 @@ fn bench_on_sqlite_reports_every_stage() {
     assert_eq!(report["paced_across"], "one node");
 }
 
-#[test]
-fn bench_on_postgres_reports_every_stage_and_cleans_up() {
-    let url = courier_testkit::postgres::url();
-    let report = bench(&["--database", &url]);
-    assert_complete(&report);
-    assert_eq!(report["paced_across"], "two nodes");
-    let left: i64 = courier_testkit::block_on(async {
+/// How many bench schemas the test database holds now.
+fn bench_schemas(url: &str) -> i64 {
+    courier_testkit::block_on(async {
         use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
         sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'courier_bench_%'")
             .fetch_one(&mut conn)
             .await
             .expect("count schemas")
-    });
-    assert_eq!(left, 0, "bench schemas left behind");
+    })
+}
+
+#[test]
+fn bench_on_postgres_reports_every_stage_and_cleans_up() {
+    let url = courier_testkit::postgres::url();
+    // Compared with before rather than with zero: an earlier run that was killed may have left
+    // its schemas; this one must not add any.
+    let before = bench_schemas(&url);
+    let report = bench(&["--database", &url]);
+    assert_complete(&report);
+    assert_eq!(report["paced_across"], "two nodes");
+    assert_eq!(bench_schemas(&url), before, "bench schemas left behind");
 }

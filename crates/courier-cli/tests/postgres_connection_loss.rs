@@ -1,7 +1,8 @@
 //! `courier serve` on PostgreSQL when the database goes away mid-load: requests fail fast with
 //! 503 and a JSON error naming the problem, the node keeps running (healthz 200, readyz 503),
 //! and it serves again by itself once the database is back, with nothing acknowledged lost.
-//! The database is a throwaway cluster this test starts and stops, never the shared server.
+//! The database is a throwaway cluster this test starts and stops, never the shared server; it
+//! runs with fsync off, so "nothing lost" here means across a server restart, not power loss.
 
 mod common;
 
