@@ -136,13 +136,23 @@ where
         guard.get_or_insert_with(|| WaitingGuard::new(waiters.clone()));
         let mut wake_at = next_wake(now, give_up_at, batch.next_due, clock.now());
         if let Some(recheck) = hub.recheck {
-            wake_at = wake_at.min(now + recheck);
+            wake_at = wake_at.min(now + jittered(recheck));
         }
         tokio::select! {
             () = &mut notified => {}
             () = tokio::time::sleep_until(wake_at) => {}
         }
     }
+}
+
+/// `interval` scaled by a random factor in [0.75, 1.25), so receivers that began waiting
+/// together (after a restart, say) do not all look again in the same instant.
+fn jittered(interval: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // A fresh RandomState is randomly keyed: randomness enough for spreading, without a crate.
+    let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let factor = 0.75 + (random % 1_000) as f64 / 2_000.0;
+    interval.mul_f64(factor)
 }
 
 /// The earlier of the give-up time and the next due time (converted from the engine clock).
@@ -169,6 +179,15 @@ mod tests {
             now + Duration::from_millis(500)
         );
         assert_eq!(next_wake(now, give_up, Some(Timestamp(99_000)), clock_now), give_up);
+    }
+
+    #[test]
+    fn jitter_stays_within_a_quarter_of_the_interval() {
+        let base = Duration::from_secs(2);
+        for _ in 0..1_000 {
+            let j = jittered(base);
+            assert!(j >= base.mul_f64(0.75) && j < base.mul_f64(1.25), "{j:?}");
+        }
     }
 
     #[tokio::test]
