@@ -17,6 +17,7 @@ pub mod message;
 pub mod name;
 pub mod ops;
 pub mod policy;
+pub mod publish;
 pub mod time;
 pub mod wait;
 
@@ -29,5 +30,6 @@ pub use message::{
 pub use name::{NameError, Namespace, QueueName, QueueRef};
 pub use ops::{ListOptions, Page, QueueStats, QueueSummary, ReceiveBatch, ReceiveOptions, Redrive, StateDoc};
 pub use policy::{ExpiryAction, QueuePolicy};
+pub use publish::{OutboundMessage, PublishError, Publisher};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};
 pub use wait::WaitHub;
