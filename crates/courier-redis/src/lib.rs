@@ -1,0 +1,3 @@
+//! Everything Redis: a Streams [`courier_core::Publisher`] that appends each message with `XADD`.
+
+#![warn(clippy::unwrap_used)]
