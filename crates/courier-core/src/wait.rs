@@ -62,6 +62,28 @@ impl WaitHub {
         }
     }
 
+    /// Wakes as many receivers waiting on `queue` as `ready` new messages can serve, or all of
+    /// them when there are fewer: waking every receiver for one message costs each of them a
+    /// receive that finds nothing.
+    ///
+    /// No message is left unseen: a receiver woken this way that returns with other messages
+    /// drops its wake-up unconsumed, and tokio's `Notify` hands it to the next waiter; a receiver
+    /// not yet waiting looks at the queue before it waits.
+    pub fn notify_ready(&self, queue: &QueueRef, ready: usize) {
+        let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(w) = queues.get(queue) else {
+            return;
+        };
+        let waiting = usize::try_from(w.waiting.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
+        if ready >= waiting {
+            w.notify.notify_waiters();
+        } else {
+            for _ in 0..ready {
+                w.notify.notify_one();
+            }
+        }
+    }
+
     /// Wakes every waiting receiver of every queue.
     pub fn notify_all(&self) {
         let queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -278,5 +300,98 @@ mod tests {
         );
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(hub.waiting(&queue), 0, "guard released when the poll was dropped");
+    }
+
+    /// Starts `n` long polls on `queue` that never find anything, counting their attempts.
+    fn idle_receivers(
+        hub: &Arc<WaitHub>,
+        queue: &QueueRef,
+        n: usize,
+    ) -> (Arc<AtomicU64>, Vec<tokio::task::JoinHandle<()>>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let tasks = (0..n)
+            .map(|_| {
+                let (hub, queue, calls) = (hub.clone(), queue.clone(), calls.clone());
+                tokio::spawn(async move {
+                    let clock = ManualClock::new(Timestamp(0));
+                    let _ = long_poll(&hub, &clock, &queue, Duration::from_secs(30), || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        async { Ok(ReceiveBatch::default()) }
+                    })
+                    .await;
+                })
+            })
+            .collect();
+        (calls, tasks)
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[tokio::test]
+    async fn notify_ready_wakes_as_many_receivers_as_there_are_messages() {
+        let hub = Arc::new(WaitHub::new());
+        let queue: QueueRef = "ns/q".parse().unwrap();
+        let (calls, tasks) = idle_receivers(&hub, &queue, 4);
+        while hub.waiting(&queue) < 4 {
+            tokio::task::yield_now().await;
+        }
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4, "one attempt each before waiting");
+
+        hub.notify_ready(&queue, 1);
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 5, "one message wakes one receiver");
+
+        hub.notify_ready(&queue, 2);
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 7, "two messages wake two");
+
+        hub.notify_ready(&queue, 9);
+        settle().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            11,
+            "more messages than receivers wake all"
+        );
+        for task in tasks {
+            task.abort();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_left_unused_passes_to_the_next_receiver() {
+        let hub = Arc::new(WaitHub::new());
+        let queue: QueueRef = "ns/q".parse().unwrap();
+        // A receiver that registers first (so tokio wakes it first) and goes away, its request
+        // ended, after being woken but before it looked.
+        let waiters = hub.waiters(&queue);
+        let mut leaving = Box::pin(waiters.notify.notified());
+        leaving.as_mut().enable();
+        let (calls, tasks) = idle_receivers(&hub, &queue, 2);
+        while hub.waiting(&queue) < 2 {
+            tokio::task::yield_now().await;
+        }
+        settle().await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+        hub.notify_ready(&queue, 1);
+        settle().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the wake-up went to the leaving receiver"
+        );
+        drop(leaving);
+        settle().await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "and passed on to a waiting one when it left"
+        );
+        for task in tasks {
+            task.abort();
+        }
     }
 }

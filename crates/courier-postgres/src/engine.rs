@@ -134,9 +134,11 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     PgPoolOptions::new()
         .max_connections(opts.connections_max)
         .acquire_timeout(opts.acquire_timeout)
-        // Ping a pooled connection before handing it out (sqlx's default, spelled out): after a
-        // database restart the stale ones are replaced instead of failing one request each.
-        .test_before_acquire(true)
+        // No ping before handing out a pooled connection: it was a round trip on every
+        // operation. After a database restart each stale connection fails one call with
+        // `Unavailable` (a retryable error) and is dropped, as it would if the database went
+        // away between the ping and the query.
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             let session = session.clone();
             Box::pin(async move {
@@ -279,18 +281,22 @@ impl QueueEngine for PostgresEngine {
 
     async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
         let core = &self.core;
-        transaction!(core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
+        let deleted = transaction!(core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
             .await
-            .unwrap_or_else(|e| Err(e.into()))
+            .unwrap_or_else(|e| Err(e.into()));
+        core.cache.forget(queue);
+        deleted
     }
 
     async fn set_policy(&self, queue: &QueueRef, policy: QueuePolicy) -> Result<(), QueueError> {
         policy.validate()?;
         let core = &self.core;
-        Ok(transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
+        let set = transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
             &mut ctx, queue, &policy
         ))
-        .await?)
+        .await;
+        core.cache.forget(queue);
+        Ok(set?)
     }
 
     async fn policy(&self, queue: &QueueRef) -> Result<QueuePolicy, QueueError> {

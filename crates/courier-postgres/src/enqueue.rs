@@ -2,21 +2,27 @@
 //!
 //! Whatever the batch size, an enqueue is a fixed number of statements: claim the keys, find
 //! which groups are busy, insert every new message with one `INSERT … SELECT FROM unnest(…)`.
+//! A batch without keys or groups, on a queue this node knows, is that one insert alone,
+//! outside any explicit transaction ([`enqueue_plain`]).
 
 use std::collections::HashMap;
 
-use courier_core::{Enqueued, MessageId, NewMessage, QueueRef};
+use courier_core::{Enqueued, MessageId, NewMessage, QueueRef, Timestamp};
+use sqlx::PgExecutor;
 
 use crate::error::Db;
 use crate::groups::{groups_with_live_messages, lock_groups, lock_queue_shared};
 use crate::lease::lease_ms;
 use crate::queues::QueueMeta;
 use crate::schema::status;
-use crate::tx::Ctx;
+use crate::tx::{Core, Ctx};
 
 /// Adds `messages` (already validated) to `queue` atomically, creating the queue on first use.
 pub(crate) async fn enqueue(ctx: &mut Ctx<'_>, queue: &QueueRef, messages: &[NewMessage]) -> Db<Vec<Enqueued>> {
     let meta = crate::queues::find_or_create(ctx, queue).await?;
+    // Remembered before commit: if this transaction rolls back, a later plain enqueue that
+    // finds no such queue row falls back to this path.
+    ctx.core.cache.remember_meta(queue, &meta);
     let mut groups: Vec<&str> = messages.iter().filter_map(|m| m.ordering_group.as_deref()).collect();
     groups.sort_unstable();
     groups.dedup();
@@ -25,8 +31,53 @@ pub(crate) async fn enqueue(ctx: &mut Ctx<'_>, queue: &QueueRef, messages: &[New
         lock_groups(ctx, meta.id, &groups).await?;
     }
     let results = place(ctx, &meta, messages, &groups).await?;
+    note_expiries(ctx.core, queue, &meta, messages, ctx.now);
     ctx.wake(queue);
     Ok(results)
+}
+
+/// Whether [`enqueue_plain`] can take this batch: nothing to look up or lock first.
+pub(crate) fn is_plain(messages: &[NewMessage]) -> bool {
+    messages
+        .iter()
+        .all(|m| m.idempotency_key.is_none() && m.ordering_group.is_none())
+}
+
+/// Adds a batch without idempotency keys or ordering groups (see [`is_plain`]) to the queue
+/// `meta` describes, with one autocommitted statement; `None`, with nothing added, when that
+/// queue row is gone (deleted, perhaps recreated under a new id).
+///
+/// The insert holds the queue row `FOR KEY SHARE` as [`crate::queues::find_or_create`] does,
+/// so a concurrent queue deletion waits for it and then deletes its messages too. The policy
+/// defaults (TTL, max attempts) come from `meta`, which may be up to the cache's freshness
+/// bound old when the policy was changed on another node.
+pub(crate) async fn enqueue_plain(
+    core: &Core,
+    queue: &QueueRef,
+    meta: &QueueMeta,
+    messages: &[NewMessage],
+) -> Db<Option<Vec<Enqueued>>> {
+    debug_assert!(is_plain(messages));
+    let now = core.clock.now();
+    let ids = core.mint_ids(now, messages.len());
+    let mut rows = Rows::default();
+    for (&id, m) in ids.iter().zip(messages) {
+        rows.push(now, meta, id, m, status::READY);
+    }
+    if rows.insert(&core.pool, meta.id, now).await? == 0 {
+        return Ok(None);
+    }
+    note_expiries(core, queue, meta, messages, now);
+    Ok(Some(
+        ids.into_iter().map(|id| Enqueued { id, duplicate: false }).collect(),
+    ))
+}
+
+/// Brings this node's next sweep of the queue forward to the first expiry of `messages`.
+fn note_expiries(core: &Core, queue: &QueueRef, meta: &QueueMeta, messages: &[NewMessage], now: Timestamp) {
+    if let Some(ttl) = messages.iter().filter_map(|m| m.ttl.or(meta.policy.ttl())).min() {
+        core.cache.sweep_by(queue, now.saturating_add(ttl));
+    }
 }
 
 /// Decides each message's fate (new, or a duplicate of an earlier id) and inserts the new ones.
@@ -82,10 +133,17 @@ async fn place(ctx: &mut Ctx<'_>, meta: &QueueMeta, messages: &[NewMessage], gro
             }
             None => false,
         };
-        rows.push(ctx, meta, id, m, if blocked { status::BLOCKED } else { status::READY });
+        rows.push(
+            ctx.now,
+            meta,
+            id,
+            m,
+            if blocked { status::BLOCKED } else { status::READY },
+        );
         results.push(Enqueued { id, duplicate: false });
     }
-    rows.insert(ctx, meta.id).await?;
+    let now = ctx.now;
+    rows.insert(ctx.conn(), meta.id, now).await?;
     Ok(results)
 }
 
@@ -153,13 +211,12 @@ struct Rows {
 }
 
 impl Rows {
-    fn push(&mut self, ctx: &Ctx<'_>, meta: &QueueMeta, id: MessageId, m: &NewMessage, status: i16) {
+    fn push(&mut self, now: Timestamp, meta: &QueueMeta, id: MessageId, m: &NewMessage, status: i16) {
         let ttl = m.ttl.or(meta.policy.ttl());
         self.id.push(id.0);
         self.status.push(status);
-        self.visible_at.push(ctx.now.saturating_add(m.delay).as_millis());
-        self.expires_at
-            .push(ttl.map(|ttl| ctx.now.saturating_add(ttl).as_millis()));
+        self.visible_at.push(now.saturating_add(m.delay).as_millis());
+        self.expires_at.push(ttl.map(|ttl| now.saturating_add(ttl).as_millis()));
         let max_attempts = m.max_attempts.unwrap_or(meta.policy.max_attempts);
         self.max_attempts.push(i32::try_from(max_attempts).unwrap_or(i32::MAX));
         self.lease_ms.push(lease_ms(m.lease));
@@ -174,23 +231,25 @@ impl Rows {
         self.correlation_id.push(m.correlation_id.clone());
     }
 
-    /// Inserts every row; `WITH ORDINALITY … ORDER BY` makes `seq` follow the batch order.
-    async fn insert(self, ctx: &mut Ctx<'_>, queue_id: i64) -> Db<()> {
+    /// Inserts every row into queue `queue_id` and returns how many; none when that queue row
+    /// no longer exists. `WITH ORDINALITY … ORDER BY` makes `seq` follow the batch order.
+    async fn insert<'c>(self, executor: impl PgExecutor<'c>, queue_id: i64, now: Timestamp) -> Db<u64> {
         if self.id.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        sqlx::query(
-            "INSERT INTO messages (queue_id, enqueued_at, id, status, visible_at, expires_at, max_attempts, \
+        let inserted = sqlx::query(
+            "WITH q AS MATERIALIZED (SELECT id FROM queues WHERE id = $1 FOR KEY SHARE) \
+             INSERT INTO messages (queue_id, enqueued_at, id, status, visible_at, expires_at, max_attempts, \
              lease_ms, ordering_group, payload, content_type, attributes, correlation_id) \
-             SELECT $1, $2, t.id, t.status, t.visible_at, t.expires_at, t.max_attempts, t.lease_ms, t.grp, \
+             SELECT q.id, $2, t.id, t.status, t.visible_at, t.expires_at, t.max_attempts, t.lease_ms, t.grp, \
              t.payload, t.content_type, t.attributes, t.correlation_id \
-             FROM unnest($3::uuid[], $4::smallint[], $5::bigint[], $6::bigint[], $7::integer[], $8::bigint[], \
-             $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY \
+             FROM q CROSS JOIN unnest($3::uuid[], $4::smallint[], $5::bigint[], $6::bigint[], $7::integer[], \
+             $8::bigint[], $9::text[], $10::bytea[], $11::text[], $12::text[], $13::text[]) WITH ORDINALITY \
              AS t(id, status, visible_at, expires_at, max_attempts, lease_ms, grp, payload, content_type, \
              attributes, correlation_id, ord) ORDER BY t.ord",
         )
         .bind(queue_id)
-        .bind(ctx.now.as_millis())
+        .bind(now.as_millis())
         .bind(self.id)
         .bind(self.status)
         .bind(self.visible_at)
@@ -202,8 +261,8 @@ impl Rows {
         .bind(self.content_type)
         .bind(self.attributes)
         .bind(self.correlation_id)
-        .execute(ctx.conn())
+        .execute(executor)
         .await?;
-        Ok(())
+        Ok(inserted.rows_affected())
     }
 }

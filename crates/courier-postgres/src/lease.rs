@@ -17,7 +17,7 @@ use crate::groups::promote_groups;
 use crate::queues::QueueMeta;
 use crate::row::{ms_i64, to_u32, to_u64};
 use crate::schema::status;
-use crate::tx::Ctx;
+use crate::tx::{Core, Ctx};
 
 /// Deletes message `$2` of queue `$1` if lease `$3` is current at time `$4`.
 ///
@@ -28,6 +28,24 @@ use crate::tx::Ctx;
 pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status + 0 = 1 \
      AND lease_id = $3 AND visible_at + 0 > $4 RETURNING ordering_group, fencing_token";
 
+/// The batch ack statement with `$probe` added to the primary-key probe's conditions.
+macro_rules! ack_many_sql {
+    ($probe:literal) => {
+        concat!(
+            "WITH hit AS MATERIALIZED (\
+               SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
+                 AND m.status + 0 = 1 AND m.visible_at + 0 > $4",
+            $probe,
+            ") AS tid, r.lease_id \
+               FROM unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id)) \
+             DELETE FROM messages m USING hit \
+             WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) AND m.ctid = hit.tid \
+               AND m.lease_id = hit.lease_id AND m.status + 0 = 1 AND m.visible_at + 0 > $4 \
+             RETURNING m.id, m.ordering_group, m.fencing_token"
+        )
+    };
+}
+
 /// [`ACK_SQL`] for many receipts at once: message ids `$2` and lease ids `$3` (`uuid[]`s).
 ///
 /// Each receipt is checked by a primary-key probe (a subquery with both key columns equal has
@@ -37,14 +55,29 @@ pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND i
 /// new version (PostgreSQL's EvalPlanQual recheck), so a dead lease is never accepted, whether
 /// or not the server's TID scan rechecks the ctid itself. Receipts that did not match are
 /// settled one by one with [`ACK_SQL`] by the caller.
-pub(crate) const ACK_MANY_SQL: &str = "WITH hit AS MATERIALIZED (\
-       SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
-         AND m.status + 0 = 1 AND m.visible_at + 0 > $4) AS tid, r.lease_id \
-       FROM unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id)) \
-     DELETE FROM messages m USING hit \
-     WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) AND m.ctid = hit.tid \
-       AND m.lease_id = hit.lease_id AND m.status + 0 = 1 AND m.visible_at + 0 > $4 \
-     RETURNING m.id, m.ordering_group, m.fencing_token";
+pub(crate) const ACK_MANY_SQL: &str = ack_many_sql!("");
+
+/// [`ACK_MANY_SQL`] for messages outside ordering groups only: nothing else has to happen in
+/// the same transaction (no group hands on), so it runs on its own, autocommitted.
+/// `ordering_group` never changes, so checking it in the probe is enough.
+pub(crate) const ACK_UNGROUPED_SQL: &str = ack_many_sql!(" AND m.ordering_group IS NULL");
+
+/// Acks the receipts of ungrouped messages in queue `queue_id` with one autocommitted
+/// statement ([`ACK_UNGROUPED_SQL`]); returns the ids it acked. The receipts must name
+/// distinct messages. The rest (grouped, refused, changed meanwhile) are for [`ack_many`].
+pub(crate) async fn ack_ungrouped(core: &Core, queue_id: i64, receipts: &[Receipt]) -> Db<HashSet<Uuid>> {
+    let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.0).collect();
+    let leases: Vec<Uuid> = receipts.iter().map(|r| r.lease_id.0).collect();
+    let deleted: Vec<(Uuid, Option<String>, i64)> = sqlx::query_as(ACK_UNGROUPED_SQL)
+        .bind(queue_id)
+        .bind(&ids)
+        .bind(&leases)
+        .bind(core.clock.now().as_millis())
+        .fetch_all(&core.pool)
+        .await?;
+    debug_assert!(deleted.iter().all(|(_, group, _)| group.is_none()));
+    Ok(deleted.into_iter().map(|(id, _, _)| id).collect())
+}
 
 /// Why a conditional settle touched no row: the message is gone, or its lease is not this one.
 async fn refusal(ctx: &mut Ctx<'_>, queue_id: i64, id: MessageId) -> Db<LeaseError> {
@@ -112,7 +145,9 @@ pub(crate) async fn ack_many(
     queue: &QueueRef,
     receipts: &[Receipt],
 ) -> Db<Vec<Result<(), LeaseError>>> {
-    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+    // The cached row is safe here: every receipt is checked against the message row itself,
+    // so a stale queue id can only make an ack miss, never accept a dead lease.
+    let Some(meta) = crate::queues::find_cached(ctx.core, queue).await? else {
         return Ok(receipts
             .iter()
             .map(|r| Err(LeaseError::MessageNotFound(r.message_id)))

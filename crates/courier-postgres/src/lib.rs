@@ -15,6 +15,7 @@
 
 mod admin;
 mod analyze;
+mod cache;
 mod combine;
 mod engine;
 mod enqueue;
@@ -59,6 +60,11 @@ pub mod plans {
         crate::receive::NEXT_DUE_SQL
     }
 
+    /// The next-sweep statement: `$1` queue id, `$2` now (ms).
+    pub fn next_sweep() -> &'static str {
+        crate::receive::NEXT_SWEEP_SQL
+    }
+
     /// The ack statement: `$1` queue id, `$2` message id, `$3` lease id, `$4` now (ms).
     pub fn ack() -> &'static str {
         crate::lease::ACK_SQL
@@ -68,6 +74,11 @@ pub mod plans {
     /// `$4` now (ms).
     pub fn ack_many() -> &'static str {
         crate::lease::ACK_MANY_SQL
+    }
+
+    /// The batch ack of ungrouped messages, autocommitted; arguments as [`ack_many`].
+    pub fn ack_ungrouped() -> &'static str {
+        crate::lease::ACK_UNGROUPED_SQL
     }
 
     /// Group statements taking `$1` queue id and `$2`: the live-group check (`text[]`) of an

@@ -1,13 +1,14 @@
 //! Queue rows: lookup, creation on first use, policy, listing, deletion.
 //!
-//! Nothing is cached: another node may change a policy or delete a queue at any time, and the
-//! lookup is one primary-key probe.
+//! Only receive and ack read the row through the node's cache (see `cache.rs`); everything
+//! else reads it in its own transaction, since another node may change a policy or delete a
+//! queue at any time.
 
 use courier_core::{Namespace, QueueError, QueuePolicy, QueueRef, QueueSummary};
 use sqlx::Row;
 
 use crate::error::{corrupt, Db};
-use crate::tx::Ctx;
+use crate::tx::{Core, Ctx};
 
 /// A queue's row id and current policy.
 #[derive(Debug, Clone)]
@@ -26,12 +27,32 @@ fn encode_policy(policy: &QueuePolicy) -> Db<String> {
 
 /// The queue's id and policy, if it exists.
 pub(crate) async fn find(ctx: &mut Ctx<'_>, queue: &QueueRef) -> Db<Option<QueueMeta>> {
+    find_with(ctx.conn(), queue).await
+}
+
+async fn find_with<'c, E>(executor: E, queue: &QueueRef) -> Db<Option<QueueMeta>>
+where
+    E: sqlx::PgExecutor<'c>,
+{
     let row = sqlx::query("SELECT id, policy::text FROM queues WHERE namespace = $1 AND name = $2")
         .bind(queue.namespace.as_str())
         .bind(queue.name.as_str())
-        .fetch_optional(ctx.conn())
+        .fetch_optional(executor)
         .await?;
     row.map(|r| meta(&r)).transpose()
+}
+
+/// The queue's id and policy from this node's cache, or read (outside any transaction) and
+/// remembered. Queues that do not exist are not remembered: the next enqueue creates them.
+pub(crate) async fn find_cached(core: &Core, queue: &QueueRef) -> Db<Option<QueueMeta>> {
+    if let Some(meta) = core.cache.meta(queue) {
+        return Ok(Some(meta));
+    }
+    let found = find_with(&core.pool, queue).await?;
+    if let Some(meta) = &found {
+        core.cache.remember_meta(queue, meta);
+    }
+    Ok(found)
 }
 
 fn meta(row: &sqlx::postgres::PgRow) -> Db<QueueMeta> {

@@ -1,20 +1,20 @@
-//! Receive: reclaiming lapsed leases, expiring messages, then leasing the oldest ready ones
-//! with one `FOR UPDATE SKIP LOCKED` statement, so receivers on any number of nodes take
-//! disjoint messages without waiting for each other.
+//! Receive: reclaiming lapsed leases and expiring messages when a sweep is due, then leasing
+//! the oldest ready ones with one `FOR UPDATE SKIP LOCKED` statement, so receivers on any
+//! number of nodes take disjoint messages without waiting for each other.
 
 use std::time::Duration;
 
 use courier_core::{
-    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, ReceiveOptions, Timestamp,
+    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, StorageError, Timestamp,
 };
-use sqlx::Row;
+use sqlx::{PgPool, Row};
 
-use crate::error::{corrupt, Db};
+use crate::error::{corrupt, storage, Db};
 use crate::groups::promote_groups;
 use crate::queues::QueueMeta;
 use crate::row::{ms_i64, read_message, MESSAGE_COLUMNS};
 use crate::schema::status;
-use crate::tx::Ctx;
+use crate::tx::{transaction, Core, Ctx};
 
 /// Most rows one maintenance step handles. A bigger backlog (say a million leases lapsing in
 /// the same second) is worked off by the next calls instead of in one huge transaction that
@@ -78,35 +78,85 @@ pub(crate) const NEXT_DUE_SQL: &str = "SELECT LEAST(\
        (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 0 AND visible_at > $2), \
        (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at > $2))";
 
+/// The earliest lease deadline or expiry after `$2` in queue `$1`: when the queue next needs a
+/// sweep. Two index probes.
+pub(crate) const NEXT_SWEEP_SQL: &str = "SELECT LEAST(\
+       (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at > $2), \
+       (SELECT MIN(expires_at) FROM messages WHERE queue_id = $1 AND expires_at > $2 \
+          AND expires_at IS NOT NULL AND status IN (0, 2)))";
+
 /// Leases up to `opts.max_messages` ready messages of `queue`.
-pub(crate) async fn try_receive(ctx: &mut Ctx<'_>, queue: &QueueRef, opts: &ReceiveOptions) -> Db<ReceiveBatch> {
-    let Some(meta) = crate::queues::find(ctx, queue).await? else {
+///
+/// The queue is swept (lapsed leases, expired messages) in a transaction of its own, and only
+/// when [`QueueCache`](crate::cache::QueueCache) says something may be due; the lease itself is
+/// one statement outside any explicit transaction. In the steady state a receive is one round
+/// trip. The sweep and the lease need not be atomic: the lease only takes ready messages, and
+/// a sweep that comes a little later only makes more of them ready.
+///
+/// `max` is the most messages to lease; `lease` the receive's lease. The batch carries a
+/// `next_due` when fewer than `next_due_below` messages were leased, which for one caller is
+/// 1: nothing leased. (A combined receive hands the messages out in order, so its last
+/// caller ends up empty-handed below a larger count.)
+pub(crate) async fn receive(
+    core: &Core,
+    queue: &QueueRef,
+    max: usize,
+    lease: Option<Duration>,
+    next_due_below: usize,
+) -> Result<ReceiveBatch, StorageError> {
+    let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
         return Ok(ReceiveBatch::default());
     };
-    maintain(ctx, queue, &meta).await?;
-    let deliveries = lease_ready(ctx, &meta, opts.max_messages, opts.lease).await?;
-    let next_due = if deliveries.is_empty() {
-        next_due(ctx, meta.id).await?
+    if core.cache.maintenance_due(queue, core.clock.now()) {
+        let (swept_at, next) = transaction!(core, finish_ok, |ctx| sweep(&mut ctx, queue, &meta)).await?;
+        core.cache.maintained(queue, swept_at, next);
+    }
+    let now = core.clock.now();
+    let deliveries = lease_ready(&core.pool, now, &meta, max, lease).await.map_err(storage)?;
+    if let Some(first_deadline) = deliveries.iter().map(|d| d.lease.deadline).min() {
+        core.cache.sweep_by(queue, first_deadline);
+    }
+    let next_due = if deliveries.len() < next_due_below {
+        next_due(&core.pool, meta.id, now).await.map_err(storage)?
     } else {
         None
     };
     Ok(ReceiveBatch { deliveries, next_due })
 }
 
-async fn lease_ready(ctx: &mut Ctx<'_>, meta: &QueueMeta, max: usize, lease: Option<Duration>) -> Db<Vec<Delivery>> {
-    let rows = sqlx::query(&receive_sql())
+/// Sweeps the queue and tells when it next needs it: now, if rows were left for the next call.
+async fn sweep(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<(Timestamp, Option<Timestamp>)> {
+    if maintain(ctx, queue, meta).await? {
+        return Ok((ctx.now, Some(ctx.now)));
+    }
+    let next: Option<i64> = sqlx::query_scalar(NEXT_SWEEP_SQL)
         .bind(meta.id)
         .bind(ctx.now.as_millis())
+        .fetch_one(ctx.conn())
+        .await?;
+    Ok((ctx.now, next.map(Timestamp)))
+}
+
+async fn lease_ready(
+    pool: &PgPool,
+    now: Timestamp,
+    meta: &QueueMeta,
+    max: usize,
+    lease: Option<Duration>,
+) -> Db<Vec<Delivery>> {
+    let rows = sqlx::query(&receive_sql())
+        .bind(meta.id)
+        .bind(now.as_millis())
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .bind(lease.map(ms_i64))
         .bind(ms_i64(meta.policy.lease()))
-        .fetch_all(ctx.conn())
+        .fetch_all(pool)
         .await?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
         let position: Option<i32> = row.try_get(0)?;
         // MESSAGE_COLUMNS follow the position.
-        let message = read_message(row, 1, ctx.now)?;
+        let message = read_message(row, 1, now)?;
         leased.push((position, message));
     }
     // UPDATE … RETURNING has no order; deliveries come in pick order, (visible_at, seq).
@@ -134,18 +184,19 @@ fn delivery(m: crate::row::MessageRow) -> Db<Delivery> {
     })
 }
 
-async fn next_due(ctx: &mut Ctx<'_>, queue_id: i64) -> Db<Option<Timestamp>> {
+async fn next_due(pool: &PgPool, queue_id: i64, now: Timestamp) -> Db<Option<Timestamp>> {
     let due: Option<i64> = sqlx::query_scalar(NEXT_DUE_SQL)
         .bind(queue_id)
-        .bind(ctx.now.as_millis())
-        .fetch_one(ctx.conn())
+        .bind(now.as_millis())
+        .fetch_one(pool)
         .await?;
     Ok(due.map(Timestamp))
 }
 
 /// Brings the queue up to date with the clock: lapsed leases count a failed attempt,
 /// expired messages are dropped or dead-lettered, and groups whose active message left move on.
-pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
+/// Returns whether a step hit [`MAINTENANCE_ROWS_MAX`], so more may be left to do.
+pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<bool> {
     let mut groups = Vec::new();
     let reclaimed: Vec<(i16, Option<String>)> = sqlx::query_as(RECLAIM_SQL)
         .bind(meta.id)
@@ -153,6 +204,7 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
         .bind(MAINTENANCE_ROWS_MAX)
         .fetch_all(ctx.conn())
         .await?;
+    let mut more_left = at_limit(reclaimed.len());
     for (st, group) in reclaimed {
         if let (status::DEAD, Some(group)) = (st, group) {
             groups.push(group);
@@ -168,6 +220,7 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
         .bind(MAINTENANCE_ROWS_MAX)
         .fetch_all(ctx.conn())
         .await?;
+    more_left |= at_limit(expired.len());
     for (was, group) in expired {
         // Only a ready message can be a group's active one; a blocked one leaving changes nothing.
         if let (status::READY, Some(group)) = (was, group) {
@@ -179,5 +232,9 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
     if !groups.is_empty() {
         promote_groups(ctx, queue, meta.id, &groups).await?;
     }
-    Ok(())
+    Ok(more_left)
+}
+
+fn at_limit(rows: usize) -> bool {
+    i64::try_from(rows).unwrap_or(i64::MAX) >= MAINTENANCE_ROWS_MAX
 }

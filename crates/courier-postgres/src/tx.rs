@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use courier_core::{Clock, MessageId, MessageIdGenerator, QueueRef, StorageError, Timestamp, WaitHub};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use crate::cache::QueueCache;
 use crate::error::{is_conflict, storage, Db};
 use crate::wake::Notifier;
 
@@ -29,6 +30,8 @@ pub(crate) struct Core {
     pub(crate) channel: String,
     /// Tells other nodes about commits that may have made messages ready.
     pub(crate) notifier: Arc<Notifier>,
+    /// Queue rows and sweep times this node remembers between calls.
+    pub(crate) cache: QueueCache,
     ids: Mutex<MessageIdGenerator>,
 }
 
@@ -48,8 +51,25 @@ impl Core {
             schema,
             channel,
             notifier,
+            cache: QueueCache::default(),
             ids: Mutex::new(MessageIdGenerator::new()),
         }
+    }
+
+    /// Wakes this node's receivers of `queues` directly and hands the wake-ups for other nodes
+    /// to the notifier; called once the change that made messages ready has committed.
+    pub(crate) fn announce(&self, queues: &[QueueRef]) {
+        for queue in queues {
+            self.hub.notify(queue);
+        }
+        self.notifier.publish(queues);
+    }
+
+    /// [`announce`](Self::announce) for `ready` new messages of one queue: wakes only as many
+    /// of this node's receivers as they can serve.
+    pub(crate) fn announce_ready(&self, queue: &QueueRef, ready: usize) {
+        self.hub.notify_ready(queue, ready);
+        self.notifier.publish(std::slice::from_ref(queue));
     }
 
     /// `n` fresh ids stamped `now`, increasing in the order returned.
@@ -100,10 +120,7 @@ impl<'e> Ctx<'e> {
     /// defeats group commit and capped single-message throughput at the disk's fsync rate.
     async fn commit(self) -> Db<()> {
         self.tx.commit().await?;
-        for queue in &self.wake {
-            self.core.hub.notify(queue);
-        }
-        self.core.notifier.publish(&self.wake);
+        self.core.announce(&self.wake);
         Ok(())
     }
 }

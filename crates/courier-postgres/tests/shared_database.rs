@@ -299,12 +299,22 @@ async fn receive_plan_uses_index() {
         statements.push((name, sql, format!("({queue_id}, {now}, 1000)")));
     }
     statements.push(("next due", plans::next_due().to_owned(), format!("({queue_id}, {now})")));
+    statements.push((
+        "next sweep",
+        plans::next_sweep().to_owned(),
+        format!("({queue_id}, {now})"),
+    ));
     let ids = "'0190aa7c-0000-7000-8000-000000000001'::uuid, '0190aa7c-0000-7000-8000-000000000002'::uuid";
     statements.push(("ack", plans::ack().to_owned(), format!("({queue_id}, {ids}, {now})")));
     let arrays = format!("ARRAY[{ids}], ARRAY[{ids}]");
     statements.push((
         "ack many",
         plans::ack_many().to_owned(),
+        format!("({queue_id}, {arrays}, {now})"),
+    ));
+    statements.push((
+        "ack ungrouped",
+        plans::ack_ungrouped().to_owned(),
         format!("({queue_id}, {arrays}, {now})"),
     ));
     let [(live, live_sql), (promote, promote_sql)] = plans::groups();
@@ -456,4 +466,75 @@ async fn expired_idempotency_records_are_swept() {
     }
     let again = engine.enqueue(&q, keyed("fresh")).await.expect("enqueue");
     assert!(again[0].duplicate, "a record inside its window still deduplicates");
+}
+
+/// A node's cached queue row goes stale when another node deletes the queue: the next
+/// enqueue on the first node notices (its insert finds no queue row), creates the queue
+/// anew and loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_after_another_node_deleted_the_queue_recreates_it() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("recreated");
+    a.enqueue(&q, vec![NewMessage::new("before")]).await.expect("enqueue");
+    b.delete_queue(&q).await.expect("delete on the other node");
+    let id = a.enqueue(&q, vec![NewMessage::new("after")]).await.expect("enqueue")[0].id;
+    let got = b.try_receive(&q, &take(10)).await.expect("receive").deliveries;
+    assert_eq!(got.len(), 1, "only the message enqueued after the delete");
+    assert_eq!(got[0].message.id, id);
+    assert_eq!(got[0].message.payload.as_ref(), b"after");
+}
+
+/// Leases taken on another node after this node's last sweep come back here no later than
+/// the sweep interval after they lapse; leases this node knows of come back on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lapsed_on_another_node_comes_back_within_the_sweep_interval() {
+    const SWEEP_INTERVAL_MS: u64 = 250;
+    let schema = TestSchema::new();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+    let (a, b) = two_nodes(&schema, clock.clone()).await;
+    let q = queue("lapsed");
+    a.enqueue(&q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
+    let warm = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    b.ack(&q, &warm[0].receipt()).await.expect("ack");
+    // B swept just now. A leases a message for 100 ms.
+    a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let short = ReceiveOptions {
+        lease: Some(Duration::from_millis(100)),
+        ..take(1)
+    };
+    let first = a.try_receive(&q, &short).await.expect("receive").deliveries;
+    assert_eq!(first.len(), 1);
+    clock.advance(Duration::from_millis(SWEEP_INTERVAL_MS));
+    let again = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(again.len(), 1, "lapsed 150 ms ago, taken again on the other node");
+    assert_eq!(again[0].message.id, first[0].message.id);
+    assert_eq!(again[0].lease.attempt, 2);
+    // A's own lease on a message it receives is tracked exactly: due 100 ms later, back then.
+    a.enqueue(&q, vec![NewMessage::new("n")]).await.expect("enqueue");
+    let own = a.try_receive(&q, &short).await.expect("receive").deliveries;
+    assert_eq!(own.len(), 1);
+    clock.advance(Duration::from_millis(100));
+    let back = a.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(back.len(), 1, "this node's own lease comes back the moment it lapses");
+    assert_eq!(back[0].message.id, own[0].message.id);
+}
+
+/// A policy changed on one node reaches the enqueues and receives of another within the
+/// cache's freshness bound (one second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_set_on_another_node_applies_within_a_second() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("policy");
+    a.enqueue(&q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
+    let policy = QueuePolicy {
+        max_attempts: 2,
+        ..QueuePolicy::default()
+    };
+    b.set_policy(&q, policy).await.expect("set policy on the other node");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let id = a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+    let info = b.get_message(&q, id).await.expect("get");
+    assert_eq!(info.max_attempts, 2, "the new policy's default applies");
 }
