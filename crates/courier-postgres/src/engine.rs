@@ -52,7 +52,7 @@ impl PostgresEngine {
         let pool = connect(&opts);
         migrate_pool(&pool, &opts.schema).await?;
         let hub = Arc::new(WaitHub::with_recheck(crate::wake::RECHECK_INTERVAL));
-        let notifier = Arc::new(crate::wake::Notifier::default());
+        let notifier = Arc::new(crate::wake::Notifier::new());
         let core = Arc::new(Core::new(
             pool.clone(),
             opts.clock.clone(),
@@ -62,7 +62,13 @@ impl PostgresEngine {
         ));
         let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
         let tasks = vec![
-            crate::wake::spawn_listener(pool.clone(), core.channel.clone(), hub, listener),
+            crate::wake::spawn_listener(
+                pool.clone(),
+                core.channel.clone(),
+                core.notifier.node().to_owned(),
+                hub,
+                listener,
+            ),
             crate::wake::spawn_notifier(pool.clone(), core.channel.clone(), notifier),
             crate::sweep::spawn(pool, opts.clock.clone(), opts.idempotency_sweep_interval),
         ];

@@ -3,6 +3,10 @@
 //! task per engine `LISTEN`s on the channel and wakes this node's long-polls through the
 //! [`WaitHub`].
 //!
+//! A payload is `<node> <namespace/queue>`: a node skips its own notifications, since it
+//! already woke its receivers (only as many as the commit made messages ready) when it
+//! committed.
+//!
 //! A notification can be lost: while the listening connection is down (after a reconnect every
 //! local receiver is woken to look again), or when a node dies between its commit and its
 //! notify. Waiting receivers therefore also look again every [`RECHECK_INTERVAL`]; none of them
@@ -36,13 +40,29 @@ pub(crate) const RECHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// While one NOTIFY statement is in flight, later commits' queues collect here and go out
 /// together in the next, so a busy node sends a few notifications per round trip instead of
 /// one per commit.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Notifier {
+    /// This node's id in payloads: random per engine.
+    node: String,
     pending: Mutex<BTreeSet<String>>,
     signal: Notify,
 }
 
 impl Notifier {
+    /// A notifier for a node with a fresh random id.
+    pub(crate) fn new() -> Self {
+        Self {
+            node: uuid::Uuid::new_v4().simple().to_string(),
+            pending: Mutex::default(),
+            signal: Notify::new(),
+        }
+    }
+
+    /// This node's id, as it appears in its payloads.
+    pub(crate) fn node(&self) -> &str {
+        &self.node
+    }
+
     /// Asks for every node's receivers on `queues` to be woken.
     pub(crate) fn publish(&self, queues: &[QueueRef]) {
         if queues.is_empty() {
@@ -71,7 +91,9 @@ pub(crate) fn spawn_notifier(pool: PgPool, channel: String, notifier: Arc<Notifi
             if queues.is_empty() {
                 continue;
             }
-            let sent = sqlx::raw_sql(&notify_sql(&channel, &queues)).execute(&pool).await;
+            let sent = sqlx::raw_sql(&notify_sql(&channel, notifier.node(), &queues))
+                .execute(&pool)
+                .await;
             match sent {
                 Ok(_) => {}
                 Err(sqlx::Error::PoolClosed) => return,
@@ -106,11 +128,11 @@ pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Db<PgListener> {
 /// Literals rather than bind parameters keep it one simple-protocol message: the channel comes
 /// from a validated schema name and queue names are `[a-z0-9._-]` plus `/`, so neither can
 /// hold a quote.
-fn notify_sql(channel: &str, queues: &[String]) -> String {
-    debug_assert!(!channel.contains('\'') && queues.iter().all(|q| !q.contains('\'')));
+fn notify_sql(channel: &str, node: &str, queues: &[String]) -> String {
+    debug_assert!(!channel.contains('\'') && !node.contains('\'') && queues.iter().all(|q| !q.contains('\'')));
     let notifies: Vec<String> = queues
         .iter()
-        .map(|q| format!("pg_notify('{channel}', '{q}')"))
+        .map(|q| format!("pg_notify('{channel}', '{node} {q}')"))
         .collect();
     format!(
         "SELECT set_config('synchronous_commit', 'off', true), {}",
@@ -119,11 +141,18 @@ fn notify_sql(channel: &str, queues: &[String]) -> String {
 }
 
 /// Runs the listener until the pool closes or the task is aborted.
-pub(crate) fn spawn_listener(pool: PgPool, channel: String, hub: Arc<WaitHub>, listener: PgListener) -> JoinHandle<()> {
-    tokio::spawn(run(pool, channel, hub, listener))
+/// `node` is this node's id, whose own notifications are skipped.
+pub(crate) fn spawn_listener(
+    pool: PgPool,
+    channel: String,
+    node: String,
+    hub: Arc<WaitHub>,
+    listener: PgListener,
+) -> JoinHandle<()> {
+    tokio::spawn(run(pool, channel, node, hub, listener))
 }
 
-async fn run(pool: PgPool, channel: String, hub: Arc<WaitHub>, first: PgListener) {
+async fn run(pool: PgPool, channel: String, node: String, hub: Arc<WaitHub>, first: PgListener) {
     let mut listener = Some(first);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
@@ -146,7 +175,7 @@ async fn run(pool: PgPool, channel: String, hub: Arc<WaitHub>, first: PgListener
             },
         };
         match current.try_recv().await {
-            Ok(Some(notification)) => wake(&hub, notification.payload()),
+            Ok(Some(notification)) => wake(&hub, &node, notification.payload()),
             // The connection dropped and sqlx reconnected: what was sent meanwhile is lost.
             Ok(None) => {
                 tracing::warn!(%channel, "wake-up listener lost its connection and reconnected");
@@ -165,10 +194,14 @@ async fn run(pool: PgPool, channel: String, hub: Arc<WaitHub>, first: PgListener
     }
 }
 
-/// Wakes the queue named by a notification's payload (`namespace/queue`), or everyone if the
-/// payload is not one of ours.
-fn wake(hub: &WaitHub, payload: &str) {
-    match payload.parse::<QueueRef>() {
+/// Wakes the queue named by a notification's payload (`<node> namespace/queue`) unless this
+/// node sent it, or everyone if the payload is not one of ours.
+fn wake(hub: &WaitHub, this_node: &str, payload: &str) {
+    let (sender, queue) = payload.split_once(' ').unwrap_or(("", payload));
+    if sender == this_node {
+        return;
+    }
+    match queue.parse::<QueueRef>() {
         Ok(queue) => hub.notify(&queue),
         Err(_) => {
             tracing::warn!(payload, "unexpected wake-up payload");
@@ -183,11 +216,11 @@ mod tests {
 
     #[test]
     fn notify_sql_is_one_unsynchronized_statement() {
-        let sql = notify_sql("courier_x", &["a/b".to_owned(), "c/d".to_owned()]);
+        let sql = notify_sql("courier_x", "n1", &["a/b".to_owned(), "c/d".to_owned()]);
         assert_eq!(
             sql,
             "SELECT set_config('synchronous_commit', 'off', true), \
-             pg_notify('courier_x', 'a/b'), pg_notify('courier_x', 'c/d')"
+             pg_notify('courier_x', 'n1 a/b'), pg_notify('courier_x', 'n1 c/d')"
         );
     }
 
