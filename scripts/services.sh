@@ -5,7 +5,10 @@
 # Point tests at other instances with the env vars below.
 
 : "${COURIER_TEST_POSTGRES_URL:=postgres://postgres@127.0.0.1:5432/test}"
-export COURIER_TEST_POSTGRES_URL
+: "${COURIER_TEST_NATS_URL:=nats://127.0.0.1:4222}"
+: "${COURIER_TEST_REDIS_URL:=redis://127.0.0.1:6379}"
+: "${COURIER_TEST_AMQP_URL:=amqp://guest:guest@127.0.0.1:5672/%2f}"
+export COURIER_TEST_POSTGRES_URL COURIER_TEST_NATS_URL COURIER_TEST_REDIS_URL COURIER_TEST_AMQP_URL
 
 # host and port of a URL like scheme://user@host:port/db
 url_host() { local rest=${1#*://}; rest=${rest#*@}; rest=${rest%%/*}; echo "${rest%%:*}"; }
@@ -45,4 +48,24 @@ require_postgres() {
     require_service PostgreSQL "$COURIER_TEST_POSTGRES_URL" 5432 \
         "pg_ctlcluster \$(ls /etc/postgresql) main start, or set COURIER_TEST_POSTGRES_URL" \
         pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql 2>/dev/null | head -n1)" main start
+}
+
+require_nats() {
+    require_service "NATS (JetStream)" "$COURIER_TEST_NATS_URL" 4222 \
+        "nats-server -js, or set COURIER_TEST_NATS_URL" \
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/nats-server -- \
+        -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log
+}
+
+require_redis() {
+    require_service Redis "$COURIER_TEST_REDIS_URL" 6379 \
+        "redis-server --daemonize yes, or set COURIER_TEST_REDIS_URL" \
+        redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+        --dir /var/lib/redis --logfile /var/log/redis/ci.log
+}
+
+require_rabbitmq() {
+    require_service RabbitMQ "$COURIER_TEST_AMQP_URL" 5672 \
+        "rabbitmq-server -detached, or set COURIER_TEST_AMQP_URL" \
+        rabbitmq-server -detached
 }
