@@ -127,6 +127,26 @@ impl Drop for WaitingGuard {
     }
 }
 
+/// A wake-up this receiver took and has not yet acted on: if the attempt it led to fails or
+/// is dropped (the request went away), the wake-up goes on to another waiting receiver, as
+/// tokio does for one never taken.
+struct TakenWakeUp<'a>(Option<&'a QueueWaiters>);
+
+impl TakenWakeUp<'_> {
+    /// The attempt after the wake-up ran: the wake-up was used.
+    fn used(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TakenWakeUp<'_> {
+    fn drop(&mut self) {
+        if let Some(waiters) = self.0 {
+            waiters.notify.notify_one();
+        }
+    }
+}
+
 /// Runs `attempt` until it returns deliveries, `wait` has passed or the hub is closed.
 ///
 /// Between attempts it sleeps until the hub is notified for `queue`, the batch's
@@ -146,11 +166,13 @@ where
     let give_up_at = Instant::now() + wait;
     let waiters = hub.waiters(queue);
     let mut guard = None;
+    let mut woken = TakenWakeUp(None);
     loop {
         let notified = waiters.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let batch = attempt().await?;
+        woken.used();
         let now = Instant::now();
         if !batch.deliveries.is_empty() || now >= give_up_at || hub.is_closed() {
             return Ok(batch);
@@ -161,7 +183,7 @@ where
             wake_at = wake_at.min(now + jittered(recheck));
         }
         tokio::select! {
-            () = &mut notified => {}
+            () = &mut notified => woken = TakenWakeUp(Some(&waiters)),
             () = tokio::time::sleep_until(wake_at) => {}
         }
     }
@@ -360,17 +382,47 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_wake_up_left_unused_passes_to_the_next_receiver() {
+    /// A long poll whose attempts find nothing until the `fail_from`th, which fails (or, with
+    /// `hang`, never finishes); counts its attempts.
+    fn troubled_receiver(
+        hub: &Arc<WaitHub>,
+        queue: &QueueRef,
+        fail_from: u64,
+        hang: bool,
+    ) -> (Arc<AtomicU64>, tokio::task::JoinHandle<()>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let (hub, queue, counter) = (hub.clone(), queue.clone(), calls.clone());
+        let task = tokio::spawn(async move {
+            let clock = ManualClock::new(Timestamp(0));
+            let _ = long_poll(&hub, &clock, &queue, Duration::from_secs(30), || {
+                let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if n < fail_from {
+                        return Ok(ReceiveBatch::default());
+                    }
+                    if hang {
+                        std::future::pending::<()>().await;
+                    }
+                    Err(QueueError::Storage(crate::error::StorageError::Unavailable(
+                        "down".into(),
+                    )))
+                }
+            })
+            .await;
+        });
+        (calls, task)
+    }
+
+    async fn wake_one_that_fails(hang: bool) {
         let hub = Arc::new(WaitHub::new());
         let queue: QueueRef = "ns/q".parse().unwrap();
-        // A receiver that registers first (so tokio wakes it first) and goes away, its request
-        // ended, after being woken but before it looked.
-        let waiters = hub.waiters(&queue);
-        let mut leaving = Box::pin(waiters.notify.notified());
-        leaving.as_mut().enable();
+        // The troubled receiver waits first, so tokio hands it the first wake-up.
+        let (troubled, troubled_task) = troubled_receiver(&hub, &queue, 2, hang);
+        while hub.waiting(&queue) < 1 {
+            tokio::task::yield_now().await;
+        }
         let (calls, tasks) = idle_receivers(&hub, &queue, 2);
-        while hub.waiting(&queue) < 2 {
+        while hub.waiting(&queue) < 3 {
             tokio::task::yield_now().await;
         }
         settle().await;
@@ -379,19 +431,31 @@ mod tests {
         hub.notify_ready(&queue, 1);
         settle().await;
         assert_eq!(
-            calls.load(Ordering::SeqCst),
+            troubled.load(Ordering::SeqCst),
             2,
-            "the wake-up went to the leaving receiver"
+            "the wake-up reached the troubled receiver"
         );
-        drop(leaving);
-        settle().await;
+        if hang {
+            troubled_task.abort();
+            settle().await;
+        }
         assert_eq!(
             calls.load(Ordering::SeqCst),
             3,
-            "and passed on to a waiting one when it left"
+            "its wake-up went on to a waiting receiver when its attempt failed or was dropped"
         );
         for task in tasks {
             task.abort();
         }
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_whose_attempt_fails_passes_to_the_next_receiver() {
+        wake_one_that_fails(false).await;
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_whose_receiver_goes_away_passes_to_the_next_receiver() {
+        wake_one_that_fails(true).await;
     }
 }

@@ -19,10 +19,11 @@ use crate::tx::{Core, Ctx};
 
 /// Adds `messages` (already validated) to `queue` atomically, creating the queue on first use.
 pub(crate) async fn enqueue(ctx: &mut Ctx<'_>, queue: &QueueRef, messages: &[NewMessage]) -> Db<Vec<Enqueued>> {
+    let generation = ctx.core.cache.generation();
     let meta = crate::queues::find_or_create(ctx, queue).await?;
     // Remembered before commit: if this transaction rolls back, a later plain enqueue that
     // finds no such queue row falls back to this path.
-    ctx.core.cache.remember_meta(queue, &meta);
+    ctx.core.cache.remember_meta(queue, &meta, generation);
     let mut groups: Vec<&str> = messages.iter().filter_map(|m| m.ordering_group.as_deref()).collect();
     groups.sort_unstable();
     groups.dedup();

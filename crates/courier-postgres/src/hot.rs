@@ -1,7 +1,7 @@
-//! The hot path: enqueue, receive and ack run through [`Combiner`]s, so concurrent calls on
-//! one queue of this node share one statement or transaction (one set of round trips, one
-//! commit) while each keeps the answer, and the all-or-nothing effect, it would have had alone.
-//! In the common case each is one autocommitted statement: an enqueue without keys or groups,
+//! The hot path: enqueue and ack run through [`Combiner`]s, so concurrent calls on one queue
+//! of this node share one statement or transaction (one set of round trips, one commit) while
+//! each keeps the answer, and the all-or-nothing effect, it would have had alone. In the common
+//! case each hot operation is one autocommitted statement: an enqueue without keys or groups,
 //! a receive when no sweep is due, an ack of ungrouped messages.
 //!
 //! Sharing changes no outcome a caller can observe: a combined enqueue is the calls' messages
@@ -12,7 +12,6 @@
 use courier_core::{Enqueued, LeaseError, NewMessage, QueueRef, Receipt, ReceiveBatch, ReceiveOptions, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::analyze::GrowthAnalyzer;
 use crate::combine::{split_by, Combiner};
@@ -22,8 +21,6 @@ use crate::tx::{retry, transaction, Core};
 const BATCHES_IN_FLIGHT: usize = 2;
 
 type Answer<T> = Result<T, StorageError>;
-/// Receives share a statement when they name the same queue and lease.
-type ReceiveKey = (QueueRef, Option<Duration>);
 /// One result per receipt.
 type Settled = Vec<Result<(), LeaseError>>;
 
@@ -33,7 +30,6 @@ pub(crate) struct HotPath {
     growth: Arc<GrowthAnalyzer>,
     enqueues: Arc<Combiner<QueueRef, Vec<NewMessage>, Answer<Vec<Enqueued>>>>,
     acks: Arc<Combiner<QueueRef, Vec<Receipt>, Answer<Settled>>>,
-    receives: Arc<Combiner<ReceiveKey, usize, Answer<ReceiveBatch>>>,
 }
 
 /// What a caller gets when the task running its batch died: the outcome is unknown, as after
@@ -57,7 +53,6 @@ impl HotPath {
             growth: Arc::default(),
             enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
             acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
-            receives: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, |wants: &usize| *wants)),
         }
     }
 
@@ -84,25 +79,10 @@ impl HotPath {
 
     /// Leases up to `opts.max_messages` (validated) ready messages of `queue`.
     ///
-    /// Concurrent receives of one queue and lease share one statement: the messages it leases
-    /// are handed out in pick order, each caller taking up to its `max_messages`. A receive
-    /// is one autocommitted statement (see `receive.rs`), so a caller queued behind another
-    /// batch waits for a round trip, not a transaction.
+    /// Receives are not combined: a receive is one autocommitted statement, and a combined
+    /// one could lease messages for a caller that left while it ran, to no one.
     pub(crate) async fn receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Answer<ReceiveBatch> {
-        let core = self.core.clone();
-        let exec = move |(queue, lease): (QueueRef, Option<Duration>), wants: Vec<usize>| {
-            let core = core.clone();
-            async move {
-                let total = wants.iter().sum();
-                let last = wants.last().copied().unwrap_or(0);
-                let result = crate::receive::receive(&core, &queue, total, lease, total - last + 1).await;
-                hand_out(result, &wants)
-            }
-        };
-        self.receives
-            .submit((queue.clone(), opts.lease), opts.max_messages, exec)
-            .await
-            .unwrap_or_else(|| Err(abandoned()))
+        crate::receive::receive(&self.core, queue, opts.max_messages, opts.lease).await
     }
 
     /// Settles each receipt as `ack_many` does, one result per receipt.
@@ -123,21 +103,6 @@ impl HotPath {
     }
 }
 
-/// Each caller's share of a combined receive, in order; those left without a message get
-/// the batch's `next_due`.
-fn hand_out(result: Answer<ReceiveBatch>, wants: &[usize]) -> Vec<Answer<ReceiveBatch>> {
-    match result {
-        Ok(batch) => split_by(batch.deliveries, wants)
-            .into_iter()
-            .map(|deliveries| {
-                let next_due = if deliveries.is_empty() { batch.next_due } else { None };
-                Ok(ReceiveBatch { deliveries, next_due })
-            })
-            .collect(),
-        Err(e) => wants.iter().map(|_| Err(e.clone())).collect(),
-    }
-}
-
 /// One combined enqueue: a plain batch on a queue this node knows is one autocommitted
 /// insert; anything else (keys, groups, an unknown or vanished queue) is a full transaction.
 async fn enqueue_batch(core: &Core, queue: &QueueRef, messages: &[NewMessage]) -> Answer<Vec<Enqueued>> {
@@ -145,7 +110,12 @@ async fn enqueue_batch(core: &Core, queue: &QueueRef, messages: &[NewMessage]) -
         if let Some(meta) = core.cache.meta(queue) {
             match retry(|| crate::enqueue::enqueue_plain(core, queue, &meta, messages)).await? {
                 Some(enqueued) => {
-                    core.announce_ready(queue, enqueued.len());
+                    if messages.iter().all(|m| m.delay.is_zero()) {
+                        core.announce_ready(queue, enqueued.len());
+                    } else {
+                        // Waiting receivers must learn when the delayed ones fall due.
+                        core.announce(std::slice::from_ref(queue));
+                    }
                     return Ok(enqueued);
                 }
                 None => core.cache.forget(queue),

@@ -145,9 +145,9 @@ pub(crate) async fn ack_many(
     queue: &QueueRef,
     receipts: &[Receipt],
 ) -> Db<Vec<Result<(), LeaseError>>> {
-    // The cached row is safe here: every receipt is checked against the message row itself,
-    // so a stale queue id can only make an ack miss, never accept a dead lease.
-    let Some(meta) = crate::queues::find_cached(ctx.core, queue).await? else {
+    // Read afresh, in this transaction: the caller's cached queue id may be stale (the queue
+    // deleted and recreated on another node), and a refusal must come from the current row.
+    let Some(meta) = crate::queues::find(ctx, queue).await? else {
         return Ok(receipts
             .iter()
             .map(|r| Err(LeaseError::MessageNotFound(r.message_id)))

@@ -48,9 +48,10 @@ pub(crate) async fn find_cached(core: &Core, queue: &QueueRef) -> Db<Option<Queu
     if let Some(meta) = core.cache.meta(queue) {
         return Ok(Some(meta));
     }
+    let generation = core.cache.generation();
     let found = find_with(&core.pool, queue).await?;
     if let Some(meta) = &found {
-        core.cache.remember_meta(queue, meta);
+        core.cache.remember_meta(queue, meta, generation);
     }
     Ok(found)
 }

@@ -72,11 +72,12 @@ pub(crate) const EXPIRE_DROP_SQL: &str = "DELETE FROM messages m USING expired \
      WHERE m.ctid = ANY(ARRAY(SELECT tid FROM expired)) AND m.ctid = expired.tid \
      RETURNING expired.was, m.ordering_group";
 
-/// The earliest delayed `visible_at` or lease deadline after `$2` in queue `$1`: two index
-/// probes.
-pub(crate) const NEXT_DUE_SQL: &str = "SELECT LEAST(\
+/// When something in queue `$1` may next become ready, as of `$2`: the earliest delayed
+/// `visible_at`, and the earliest lease deadline, lapsed or not (a lapsed one comes back at the
+/// next sweep). Two index probes.
+pub(crate) const NEXT_DUE_SQL: &str = "SELECT \
        (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 0 AND visible_at > $2), \
-       (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at > $2))";
+       (SELECT MIN(visible_at) FROM messages WHERE queue_id = $1 AND status = 1)";
 
 /// The earliest lease deadline or expiry after `$2` in queue `$1`: when the queue next needs a
 /// sweep. Two index probes.
@@ -85,7 +86,7 @@ pub(crate) const NEXT_SWEEP_SQL: &str = "SELECT LEAST(\
        (SELECT MIN(expires_at) FROM messages WHERE queue_id = $1 AND expires_at > $2 \
           AND expires_at IS NOT NULL AND status IN (0, 2)))";
 
-/// Leases up to `opts.max_messages` ready messages of `queue`.
+/// Leases up to `max` ready messages of `queue`, with the receive's `lease` if given.
 ///
 /// The queue is swept (lapsed leases, expired messages) in a transaction of its own, and only
 /// when [`QueueCache`](crate::cache::QueueCache) says something may be due; the lease itself is
@@ -93,16 +94,13 @@ pub(crate) const NEXT_SWEEP_SQL: &str = "SELECT LEAST(\
 /// trip. The sweep and the lease need not be atomic: the lease only takes ready messages, and
 /// a sweep that comes a little later only makes more of them ready.
 ///
-/// `max` is the most messages to lease; `lease` the receive's lease. The batch carries a
-/// `next_due` when fewer than `next_due_below` messages were leased, which for one caller is
-/// 1: nothing leased. (A combined receive hands the messages out in order, so its last
-/// caller ends up empty-handed below a larger count.)
+/// A receive that returns `Err` leased nothing; a sweep it ran before may have committed
+/// (those changes are due by the clock and any receive would make them).
 pub(crate) async fn receive(
     core: &Core,
     queue: &QueueRef,
     max: usize,
     lease: Option<Duration>,
-    next_due_below: usize,
 ) -> Result<ReceiveBatch, StorageError> {
     let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
         return Ok(ReceiveBatch::default());
@@ -116,8 +114,8 @@ pub(crate) async fn receive(
     if let Some(first_deadline) = deliveries.iter().map(|d| d.lease.deadline).min() {
         core.cache.sweep_by(queue, first_deadline);
     }
-    let next_due = if deliveries.len() < next_due_below {
-        next_due(&core.pool, meta.id, now).await.map_err(storage)?
+    let next_due = if deliveries.is_empty() {
+        next_due(core, queue, meta.id, now).await.map_err(storage)?
     } else {
         None
     };
@@ -184,13 +182,19 @@ fn delivery(m: crate::row::MessageRow) -> Db<Delivery> {
     })
 }
 
-async fn next_due(pool: &PgPool, queue_id: i64, now: Timestamp) -> Db<Option<Timestamp>> {
-    let due: Option<i64> = sqlx::query_scalar(NEXT_DUE_SQL)
+/// When a receiver that found nothing should look again: the next delayed message, the next
+/// lease deadline, or, for a lease already lapsed but not yet swept, the next sweep.
+async fn next_due(core: &Core, queue: &QueueRef, queue_id: i64, now: Timestamp) -> Db<Option<Timestamp>> {
+    let (delayed, lease): (Option<i64>, Option<i64>) = sqlx::query_as(NEXT_DUE_SQL)
         .bind(queue_id)
         .bind(now.as_millis())
-        .fetch_one(pool)
+        .fetch_one(&core.pool)
         .await?;
-    Ok(due.map(Timestamp))
+    let lease_back = lease.map(|deadline| match Timestamp(deadline) {
+        lapsed if lapsed <= now => core.cache.next_sweep(queue).unwrap_or(now).max(now),
+        deadline => deadline,
+    });
+    Ok([delayed.map(Timestamp), lease_back].into_iter().flatten().min())
 }
 
 /// Brings the queue up to date with the clock: lapsed leases count a failed attempt,
@@ -206,8 +210,11 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
         .await?;
     let mut more_left = at_limit(reclaimed.len());
     for (st, group) in reclaimed {
-        if let (status::DEAD, Some(group)) = (st, group) {
-            groups.push(group);
+        match (st, group) {
+            (status::DEAD, Some(group)) => groups.push(group),
+            // Ready again: receivers waiting here or on other nodes should look.
+            (status::READY, _) => ctx.wake(queue),
+            _ => {}
         }
     }
     let expire = match meta.policy.on_expire {

@@ -538,3 +538,56 @@ async fn a_policy_set_on_another_node_applies_within_a_second() {
     let info = b.get_message(&q, id).await.expect("get");
     assert_eq!(info.max_attempts, 2, "the new policy's default applies");
 }
+
+/// A node whose cached queue id went stale (the queue deleted and recreated on another node)
+/// still accepts a valid ack: a refusal is always decided on the queue row read afresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_through_a_stale_queue_id_is_still_accepted() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("stale-id");
+    a.enqueue(&q, vec![NewMessage::new("old")]).await.expect("enqueue");
+    let old = a.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(old.len(), 1, "node A has the queue row cached now");
+    b.delete_queue(&q).await.expect("delete on B");
+    b.enqueue(&q, vec![NewMessage::new("new")]).await.expect("enqueue on B");
+    let new = b.try_receive(&q, &take(1)).await.expect("receive on B").deliveries;
+    assert_eq!(new.len(), 1);
+    a.ack(&q, &new[0].receipt())
+        .await
+        .expect("a valid lease is accepted on A despite its stale cache");
+    assert_eq!(b.stats(&q).await.expect("stats").in_flight, 0);
+}
+
+/// A receiver long-polling on one node gets a message whose short lease, taken on another
+/// node after this node's last sweep, lapsed: within the sweep interval, not at the ~2 s
+/// recheck (it waits for the sweep that will reclaim the lease).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_poll_gets_a_lease_lapsed_on_another_node_within_the_sweep_interval() {
+    let schema = TestSchema::new();
+    let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
+    let q = queue("lapse-wait");
+    a.enqueue(&q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
+    let warm = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    b.ack(&q, &warm[0].receipt()).await.expect("ack");
+    a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let short = ReceiveOptions {
+        lease: Some(Duration::from_millis(100)),
+        ..take(1)
+    };
+    let first = a.try_receive(&q, &short).await.expect("receive").deliveries;
+    assert_eq!(first.len(), 1);
+    let started = Instant::now();
+    let waiting = ReceiveOptions {
+        wait: Duration::from_secs(5),
+        ..take(1)
+    };
+    let got = b.receive(&q, &waiting).await.expect("long poll").deliveries;
+    assert_eq!(got.len(), 1, "the lapsed message came back");
+    assert_eq!(got[0].message.id, first[0].message.id);
+    assert!(
+        started.elapsed() < Duration::from_millis(1_000),
+        "back within the lease and the sweep interval, took {:?}",
+        started.elapsed()
+    );
+}
