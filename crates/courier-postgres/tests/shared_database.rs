@@ -485,6 +485,26 @@ async fn an_enqueue_after_another_node_deleted_the_queue_recreates_it() {
     assert_eq!(got[0].message.payload.as_ref(), b"after");
 }
 
+/// Has `b` sweep `q` (a receive), then `a` lease a new message for 100 ms: a lease `b` has
+/// not seen. Returns that delivery and the receive options with the short lease.
+async fn lease_briefly_after_a_sweep(
+    a: &PostgresEngine,
+    b: &PostgresEngine,
+    q: &QueueRef,
+) -> (Vec<courier_core::Delivery>, ReceiveOptions) {
+    a.enqueue(q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
+    let warm = b.try_receive(q, &take(1)).await.expect("receive").deliveries;
+    b.ack(q, &warm[0].receipt()).await.expect("ack");
+    a.enqueue(q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let short = ReceiveOptions {
+        lease: Some(Duration::from_millis(100)),
+        ..take(1)
+    };
+    let first = a.try_receive(q, &short).await.expect("receive").deliveries;
+    assert_eq!(first.len(), 1);
+    (first, short)
+}
+
 /// Leases taken on another node after this node's last sweep come back here no later than
 /// the sweep interval after they lapse; leases this node knows of come back on time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -494,17 +514,7 @@ async fn a_lease_lapsed_on_another_node_comes_back_within_the_sweep_interval() {
     let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
     let (a, b) = two_nodes(&schema, clock.clone()).await;
     let q = queue("lapsed");
-    a.enqueue(&q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
-    let warm = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
-    b.ack(&q, &warm[0].receipt()).await.expect("ack");
-    // B swept just now. A leases a message for 100 ms.
-    a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
-    let short = ReceiveOptions {
-        lease: Some(Duration::from_millis(100)),
-        ..take(1)
-    };
-    let first = a.try_receive(&q, &short).await.expect("receive").deliveries;
-    assert_eq!(first.len(), 1);
+    let (first, short) = lease_briefly_after_a_sweep(&a, &b, &q).await;
     clock.advance(Duration::from_millis(SWEEP_INTERVAL_MS));
     let again = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
     assert_eq!(again.len(), 1, "lapsed 150 ms ago, taken again on the other node");
@@ -567,16 +577,7 @@ async fn a_long_poll_gets_a_lease_lapsed_on_another_node_within_the_sweep_interv
     let schema = TestSchema::new();
     let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
     let q = queue("lapse-wait");
-    a.enqueue(&q, vec![NewMessage::new("warm-up")]).await.expect("enqueue");
-    let warm = b.try_receive(&q, &take(1)).await.expect("receive").deliveries;
-    b.ack(&q, &warm[0].receipt()).await.expect("ack");
-    a.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
-    let short = ReceiveOptions {
-        lease: Some(Duration::from_millis(100)),
-        ..take(1)
-    };
-    let first = a.try_receive(&q, &short).await.expect("receive").deliveries;
-    assert_eq!(first.len(), 1);
+    let (first, _) = lease_briefly_after_a_sweep(&a, &b, &q).await;
     let started = Instant::now();
     let waiting = ReceiveOptions {
         wait: Duration::from_secs(5),
