@@ -69,7 +69,7 @@ impl ConnectError {
 /// flight, and JetStream errors with a 5xx code (stream store failed, stream full with
 /// `discard new`, no leader, JetStream not ready).
 pub(crate) fn classify(error: &JsPublishError, subject: &str) -> PublishError {
-    let detail = error.to_string();
+    let detail = format!("NATS: {error}");
     match error.kind() {
         PublishErrorKind::StreamNotFound => {
             PublishError::Rejected(format!("no JetStream stream captures subject {subject:?} ({detail})"))

@@ -18,7 +18,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::NatsConfig;
 use crate::error::{classify, ConnectError};
-use crate::order::{waves, KeyGate};
+use crate::order::Outcomes;
 
 /// Header carrying the message's ordering key, when it has one.
 pub const KEY_HEADER: &str = "Courier-Key";
@@ -136,44 +136,41 @@ impl NatsPublisher {
         self.stream_ready.get_or_try_init(init).await.map(|_| ())
     }
 
-    /// Sends the messages of one wave (skipping keys that failed), then awaits their acks.
-    async fn publish_wave<'a>(
-        &self,
-        batch: &'a [OutboundMessage],
-        wave: &[usize],
-        gate: &mut KeyGate<'a>,
-        results: &mut [Option<Outcome>],
-    ) {
-        let deadline = Instant::now() + self.config.timeout;
+    /// Publishes `batch` wave by wave: sends a wave's messages (skipping keys that failed),
+    /// then awaits their acks; acks still awaited when the connection drops fail at once.
+    async fn publish_in_waves(&self, batch: &[OutboundMessage]) -> Vec<Outcome> {
+        let mut outcomes = Outcomes::new(batch);
         let mut disconnected = self.disconnects.subscribe();
-        let mut in_flight: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(wave.len());
-        for &i in wave {
-            let m = &batch[i];
-            if let Err(e) = gate.check(i, m) {
-                results[i] = Some(Err(e));
-                continue;
-            }
-            match self.send(m, deadline).await {
-                Ok(ack) => in_flight.push((i, ack)),
-                Err(e) => results[i] = Some(gate.settle(i, m, Err(e))),
-            }
-        }
         let mut connection_lost = false;
-        for (i, ack) in in_flight {
-            let outcome = if connection_lost {
-                Err(connection_lost_error())
-            } else {
-                tokio::select! {
-                    biased;
-                    outcome = self.await_ack(&batch[i], ack, deadline) => outcome,
-                    _ = disconnected.changed() => {
-                        connection_lost = true;
-                        Err(connection_lost_error())
-                    }
+        for wave in outcomes.waves() {
+            let deadline = Instant::now() + self.config.timeout;
+            let mut in_flight: Vec<(usize, PublishAckFuture)> = Vec::with_capacity(wave.len());
+            for i in wave {
+                if !outcomes.admit(i) {
+                    continue;
                 }
-            };
-            results[i] = Some(gate.settle(i, &batch[i], outcome));
+                match self.send(&batch[i], deadline).await {
+                    Ok(ack) => in_flight.push((i, ack)),
+                    Err(e) => outcomes.record(i, Err(e)),
+                }
+            }
+            for (i, ack) in in_flight {
+                let outcome = if connection_lost {
+                    Err(connection_lost_error())
+                } else {
+                    tokio::select! {
+                        biased;
+                        outcome = self.await_ack(&batch[i], ack, deadline) => outcome,
+                        _ = disconnected.changed() => {
+                            connection_lost = true;
+                            Err(connection_lost_error())
+                        }
+                    }
+                };
+                outcomes.record(i, outcome);
+            }
         }
+        outcomes.finish()
     }
 
     async fn send(&self, m: &OutboundMessage, deadline: Instant) -> Result<PublishAckFuture, PublishError> {
@@ -214,21 +211,7 @@ impl Publisher for NatsPublisher {
         if let Err(e) = self.ensure_stream().await {
             return vec![Err(e); batch.len()];
         }
-        let mut results: Vec<Option<Outcome>> = vec![None; batch.len()];
-        let mut gate = KeyGate::default();
-        for wave in waves(batch) {
-            self.publish_wave(batch, &wave, &mut gate, &mut results).await;
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(PublishError::Unavailable(
-                        "internal: message left out of every wave".into(),
-                    ))
-                })
-            })
-            .collect()
+        self.publish_in_waves(batch).await
     }
 
     fn name(&self) -> &str {
