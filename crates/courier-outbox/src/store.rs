@@ -76,6 +76,14 @@ pub(crate) struct Claim<'a> {
     pub(crate) limit: usize,
 }
 
+impl Claim<'_> {
+    /// How many due keyed rows a claim looks at for key heads before it walks the keys
+    /// instead: enough for a batch of heads plus their followers in the common case.
+    pub(crate) fn window(&self) -> usize {
+        self.limit.saturating_mul(2)
+    }
+}
+
 /// A row that goes back to waiting (or to `failed`): after a failed attempt, or unattempted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Retry {

@@ -26,6 +26,7 @@ on_both_databases!(
     publisher_down_keeps_messages_pending_with_growing_backoff_until_it_is_back,
     only_the_failed_messages_of_a_batch_are_retried,
     max_attempts_marks_failed_holds_back_the_key_and_retry_resumes,
+    rows_held_back_behind_a_failed_key_do_not_starve_other_keys,
     claims_are_renewed_while_a_slow_batch_publishes,
     retention_deletes_only_old_published_rows,
     graceful_shutdown_finishes_the_batch_in_flight,
@@ -285,6 +286,39 @@ async fn max_attempts_marks_failed_holds_back_the_key_and_retry_resumes(backend:
     assert_eq!(relay.pump().await.expect("pump"), 2);
     assert_eq!(publisher.published_ids(), vec![b1, a1, a2, u1, u2]);
     assert_eq!(db.counts().await, StatusCounts::default());
+}
+
+async fn rows_held_back_behind_a_failed_key_do_not_starve_other_keys(backend: Backend) {
+    let clock = manual_clock();
+    let db = Db::open(backend, clock.clone()).await;
+    let publisher = TestPublisher::new();
+    // A batch of 2 looks at the first 4 due keyed rows for heads: all of them will be rows
+    // held back behind key "stuck"'s failed head, so other keys are only found by the walk
+    // over the keys.
+    let relay = db.relay(publisher.clone(), fast_options("s").batch_size(2).max_attempts(1));
+    let stuck_head = db.write(&[OutboxMessage::new("orders", "s0").with_key("stuck")]).await[0];
+    publisher.fail_id(stuck_head, PublishError::Rejected("poison".into()));
+    assert_eq!(relay.pump().await.expect("pump"), 1);
+    assert_eq!(db.row(stuck_head).await.map(|r| r.status), Some("failed".to_owned()));
+    let stuck: Vec<OutboxMessage> = (1..=10)
+        .map(|i| OutboxMessage::new("orders", format!("s{i}")).with_key("stuck"))
+        .collect();
+    db.write(&stuck).await;
+    let free = db.write(&messages(3, 1)).await;
+    while relay.pump().await.expect("pump") > 0 {}
+    assert_eq!(
+        publisher.published_ids(),
+        free,
+        "key-0 is published though 10 held-back rows come first"
+    );
+    assert_eq!(
+        db.counts().await,
+        StatusCounts {
+            pending: 10,
+            published: 0,
+            failed: 1
+        }
+    );
 }
 
 async fn claims_are_renewed_while_a_slow_batch_publishes(backend: Backend) {

@@ -38,10 +38,12 @@ CREATE TABLE outbox (
     autovacuum_analyze_scale_factor = 0.05
 );
 
--- The claim walks due pending rows in (next_attempt_at, seq) order and stops at the batch size.
-CREATE INDEX outbox_due ON outbox (next_attempt_at, seq) WHERE status = 'pending';
--- Per-key ordering: "is there an earlier unpublished row of this key?" and "the next rows of
--- this key". Published and unkeyed rows stay out of it.
+-- The claim takes due unkeyed rows in (next_attempt_at, seq) order...
+CREATE INDEX outbox_due_unkeyed ON outbox (next_attempt_at, seq) WHERE status = 'pending' AND key IS NULL;
+-- ...and looks for key heads among the first due keyed rows.
+CREATE INDEX outbox_due_keyed ON outbox (next_attempt_at, seq) WHERE status = 'pending' AND key IS NOT NULL;
+-- Per-key ordering: "is there an earlier unpublished row of this key?", "the next rows of this
+-- key" and the walk from key to key. Published and unkeyed rows stay out of it.
 CREATE INDEX outbox_by_key ON outbox (key, seq) WHERE key IS NOT NULL AND status <> 'published';
 -- Retention: the cleanup deletes the oldest published rows first.
 CREATE INDEX outbox_published ON outbox (published_at) WHERE status = 'published';

@@ -24,9 +24,11 @@ CREATE TABLE outbox (
     published_at    INTEGER
 );
 
--- The claim walks due pending rows in (next_attempt_at, seq) order and stops at the batch size.
-CREATE INDEX outbox_due ON outbox (next_attempt_at, seq) WHERE status = 'pending';
--- Per-key ordering: earlier unpublished rows of a key, and a key's next rows.
+-- The claim takes due unkeyed rows in (next_attempt_at, seq) order...
+CREATE INDEX outbox_due_unkeyed ON outbox (next_attempt_at, seq) WHERE status = 'pending' AND key IS NULL;
+-- ...and looks for key heads among the first due keyed rows.
+CREATE INDEX outbox_due_keyed ON outbox (next_attempt_at, seq) WHERE status = 'pending' AND key IS NOT NULL;
+-- Per-key ordering: earlier unpublished rows of a key, a key's next rows, the walk over keys.
 CREATE INDEX outbox_by_key ON outbox (key, seq) WHERE key IS NOT NULL AND status <> 'published';
 -- Retention: the cleanup deletes the oldest published rows first.
 CREATE INDEX outbox_published ON outbox (published_at) WHERE status = 'published';

@@ -14,26 +14,81 @@ use tokio::task::JoinHandle;
 use crate::postgres::{wake, PgOutbox};
 use crate::store::{Claim, ClaimedRow, ClaimedTuple, OnPublish, Retry, Store};
 
-/// Claims a batch in one statement ($1 now, $2 limit, $3 relay id, $4 deadline).
+/// Claims a batch in one statement ($1 now, $2 limit, $3 relay id, $4 deadline, $5 window).
 ///
-/// `heads`: due pending rows that are unkeyed or their key's oldest unpublished row, locked
+/// Heads are due pending rows that are unkeyed or their key's oldest unpublished row, locked
 /// with SKIP LOCKED so concurrent relays take different heads. A key's later rows are never
 /// heads while an earlier one is unpublished, whoever holds it, so two relays cannot both hold
-/// rows of one key. `followers`: with room left in the batch, the next rows of each claimed
-/// keyed head, locked (waiting, not skipping: a skipped row would look like a gap) and re-read
-/// at their latest version. `runs` keeps each key's unbroken prefix of ready followers, and the
-/// final cut by seq keeps a prefix per key. A claimed row's next_attempt_at becomes its
-/// deadline, which takes it out of the due range until the claim lapses.
+/// rows of one key. Keyed heads are looked for among the first $5 due keyed rows (`window`);
+/// rows held back behind an earlier row of their key are not walked past that. Only when the
+/// window is full of such rows and gave too few heads does `active_keys` walk the key index from
+/// key to key (a loose index scan), so a key whose rows lie beyond the window is never starved.
+///
+/// `followers`: with room left in the batch, the next rows of each claimed keyed head, locked
+/// (waiting, not skipping: a skipped row would look like a gap) and re-read at their latest
+/// version. `runs` keeps each key's unbroken prefix of ready followers, and the final cut by seq
+/// keeps a prefix per key. A claimed row's next_attempt_at becomes its deadline, which takes it
+/// out of the due range until the claim lapses.
 pub(super) const CLAIM: &str = "\
-WITH heads AS MATERIALIZED (
-    SELECT o.seq, o.key FROM {t} o
-    WHERE o.status = 'pending' AND o.next_attempt_at <= $1
-      AND (o.key IS NULL OR NOT EXISTS (
-            SELECT 1 FROM {t} p
-            WHERE p.key = o.key AND p.seq < o.seq AND p.status <> 'published'))
+WITH RECURSIVE
+unkeyed AS MATERIALIZED (
+    SELECT o.seq, o.key, o.next_attempt_at FROM {t} o
+    WHERE o.status = 'pending' AND o.key IS NULL AND o.next_attempt_at <= $1
     ORDER BY o.next_attempt_at, o.seq
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+),
+keyed_window AS MATERIALIZED (
+    SELECT o.seq, o.key FROM {t} o
+    WHERE o.status = 'pending' AND o.key IS NOT NULL AND o.next_attempt_at <= $1
+    ORDER BY o.next_attempt_at, o.seq
+    LIMIT $5
+),
+window_heads AS MATERIALIZED (
+    SELECT o.seq, o.key, o.next_attempt_at FROM {t} o
+    WHERE o.seq = ANY(ARRAY(SELECT DISTINCT ON (key) seq FROM keyed_window ORDER BY key, seq))
+      AND o.status = 'pending' AND o.next_attempt_at <= $1
+      AND NOT EXISTS (
+            SELECT 1 FROM {t} p
+            WHERE p.key = o.key AND p.seq < o.seq AND p.status <> 'published')
+    ORDER BY o.next_attempt_at, o.seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+active_keys AS (
+    (SELECT o.key FROM {t} o
+     WHERE o.key IS NOT NULL AND o.status <> 'published'
+       AND (SELECT count(*) FROM keyed_window) >= $5
+       AND (SELECT count(*) FROM window_heads) + (SELECT count(*) FROM unkeyed) < $2
+     ORDER BY o.key LIMIT 1)
+    UNION ALL
+    SELECT (SELECT o.key FROM {t} o
+            WHERE o.key > k.key AND o.status <> 'published'
+            ORDER BY o.key LIMIT 1)
+    FROM active_keys k WHERE k.key IS NOT NULL
+),
+key_heads AS MATERIALIZED (
+    SELECT o.seq, o.key, o.next_attempt_at FROM {t} o
+    WHERE o.seq = ANY(ARRAY(
+            SELECT h.seq FROM active_keys k
+            CROSS JOIN LATERAL (
+                SELECT p.seq FROM {t} p
+                WHERE p.key = k.key AND p.status <> 'published'
+                ORDER BY p.seq LIMIT 1
+            ) h
+            WHERE k.key IS NOT NULL))
+      AND o.seq <> ALL(ARRAY(SELECT seq FROM window_heads))
+      AND o.status = 'pending' AND o.next_attempt_at <= $1
+    ORDER BY o.next_attempt_at, o.seq
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+),
+heads AS MATERIALIZED (
+    SELECT seq, key FROM (
+        SELECT * FROM unkeyed UNION ALL SELECT * FROM window_heads UNION ALL SELECT * FROM key_heads
+    ) c
+    ORDER BY next_attempt_at, seq
+    LIMIT $2
 ),
 room AS MATERIALIZED (
     SELECT $2 - count(*) AS free, count(key) AS keyed FROM heads
@@ -106,6 +161,7 @@ impl Store for PgOutbox {
             .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
             .bind(claim.relay_id)
             .bind(claim.deadline.as_millis())
+            .bind(i64::try_from(claim.window()).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         let mut claimed: Vec<ClaimedRow> = rows.into_iter().map(ClaimedRow::from).collect();

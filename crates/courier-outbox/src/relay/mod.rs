@@ -181,9 +181,10 @@ impl Relay {
         }
     }
 
-    /// Publishes batch after batch while they come back full. The next batch is claimed while
-    /// the current one publishes; it cannot hold rows of a key the current one holds, because a
-    /// key's later rows are not claimable while an earlier one is unpublished.
+    /// Publishes batch after batch while they come back full. After a batch of unkeyed rows the
+    /// next batch is claimed while the current one publishes; it cannot hold rows of a key the
+    /// current one holds anyway, because a key's later rows are not claimable while an earlier
+    /// one is unpublished.
     async fn drain(&self, stop: &watch::Receiver<bool>) {
         let Some(mut batch) = self.claim().await else {
             return;
@@ -194,14 +195,21 @@ impl Relay {
                 return;
             }
             let full = batch.len() >= self.options.batch_size;
+            // Claiming ahead while a batch holds keyed rows would walk every later row of those
+            // keys (held back until this batch settles) for nothing; claim after settling then.
+            let ahead = full && batch.iter().all(|row| row.key.is_none());
             let prefetch = async {
-                if full {
+                if ahead {
                     self.claim().await
                 } else {
                     None
                 }
             };
             let ((), next) = tokio::join!(self.process(batch, stop.clone()), prefetch);
+            let next = match next {
+                None if full && !ahead => self.claim().await,
+                next => next,
+            };
             match next {
                 Some(next) => batch = next,
                 None => return,

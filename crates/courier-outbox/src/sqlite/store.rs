@@ -12,18 +12,56 @@ use tokio::task::JoinHandle;
 use crate::sqlite::SqliteOutbox;
 use crate::store::{Claim, ClaimedRow, ClaimedTuple, OnPublish, Retry, Store};
 
-/// Claims a batch in one statement (?1 now, ?2 limit, ?3 relay id, ?4 deadline). The same
-/// shape as PostgreSQL's claim (see `postgres::store::CLAIM`): key heads, then each claimed
-/// head's unbroken run of ready followers, cut by seq. SQLite's single writer makes the
-/// statement atomic, so no locking clauses are needed.
+/// Claims a batch in one statement (?1 now, ?2 limit, ?3 relay id, ?4 deadline, ?5 window).
+/// The same shape as PostgreSQL's claim (see `postgres::store::CLAIM`): unkeyed due rows, key
+/// heads among the first ?5 due keyed rows or, when those are all held back, from a walk over
+/// the keys, then each claimed head's unbroken run of ready followers, cut by seq. SQLite's
+/// single writer makes the statement atomic, so no locking clauses are needed.
 const CLAIM: &str = "\
-WITH heads AS (
-    SELECT o.seq, o.key FROM outbox o
-    WHERE o.status = 'pending' AND o.next_attempt_at <= ?1
-      AND (o.key IS NULL OR NOT EXISTS (
+WITH RECURSIVE
+unkeyed AS (
+    SELECT seq, key, next_attempt_at FROM outbox
+    WHERE status = 'pending' AND key IS NULL AND next_attempt_at <= ?1
+    ORDER BY next_attempt_at, seq
+    LIMIT ?2
+),
+keyed_window AS (
+    SELECT seq, key FROM outbox
+    WHERE status = 'pending' AND key IS NOT NULL AND next_attempt_at <= ?1
+    ORDER BY next_attempt_at, seq
+    LIMIT ?5
+),
+window_heads AS (
+    SELECT o.seq, o.key, o.next_attempt_at FROM outbox o
+    WHERE o.seq IN (SELECT min(seq) FROM keyed_window GROUP BY key)
+      AND NOT EXISTS (
             SELECT 1 FROM outbox p
-            WHERE p.key = o.key AND p.seq < o.seq AND p.status <> 'published'))
+            WHERE p.key = o.key AND p.seq < o.seq AND p.status <> 'published')
     ORDER BY o.next_attempt_at, o.seq
+    LIMIT ?2
+),
+active_keys(key) AS (
+    SELECT (SELECT key FROM outbox WHERE key IS NOT NULL AND status <> 'published' ORDER BY key LIMIT 1)
+    WHERE (SELECT count(*) FROM keyed_window) >= ?5
+      AND (SELECT count(*) FROM window_heads) + (SELECT count(*) FROM unkeyed) < ?2
+    UNION ALL
+    SELECT (SELECT o.key FROM outbox o WHERE o.key > a.key AND o.status <> 'published' ORDER BY o.key LIMIT 1)
+    FROM active_keys a WHERE a.key IS NOT NULL
+),
+key_heads AS (
+    SELECT o.seq, o.key, o.next_attempt_at FROM outbox o
+    WHERE o.seq IN (
+            SELECT (SELECT p.seq FROM outbox p WHERE p.key = a.key AND p.status <> 'published'
+                    ORDER BY p.seq LIMIT 1)
+            FROM active_keys a WHERE a.key IS NOT NULL)
+      AND o.seq NOT IN (SELECT seq FROM window_heads)
+      AND o.status = 'pending' AND o.next_attempt_at <= ?1
+),
+heads AS (
+    SELECT seq, key FROM (
+        SELECT * FROM unkeyed UNION ALL SELECT * FROM window_heads UNION ALL SELECT * FROM key_heads
+    )
+    ORDER BY next_attempt_at, seq
     LIMIT ?2
 ),
 room AS (
@@ -90,6 +128,7 @@ impl Store for SqliteOutbox {
             .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
             .bind(claim.relay_id)
             .bind(claim.deadline.as_millis())
+            .bind(i64::try_from(claim.window()).unwrap_or(i64::MAX))
             .fetch_all(&self.pool)
             .await?;
         let mut claimed: Vec<ClaimedRow> = rows.into_iter().map(ClaimedRow::from).collect();
