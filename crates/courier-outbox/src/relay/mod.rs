@@ -55,6 +55,8 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay on a PostgreSQL outbox: it uses the outbox's pool and clock, is woken by its
     /// writes in this process at once and by other processes' commits through LISTEN/NOTIFY.
+    /// While it runs it keeps one connection of the pool for listening and uses up to two more
+    /// (claiming the next batch while settling the current one).
     pub fn postgres(
         outbox: &PgOutbox,
         publisher: Arc<dyn Publisher>,
