@@ -28,6 +28,8 @@ pub mod error;
 pub mod inbox;
 pub mod message;
 mod migrations;
+#[doc(hidden)]
+pub mod plans;
 pub mod postgres;
 mod queue;
 pub mod relay;

@@ -78,7 +78,7 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    fn new(schema: &str) -> Self {
+    pub(crate) fn new(schema: &str) -> Self {
         let table = format!("\"{schema}\".outbox");
         let fill = |template: &str| template.replace("{t}", &table);
         Self {

@@ -187,15 +187,13 @@ impl Store for PgOutbox {
         on_publish: OnPublish,
     ) -> Result<(), sqlx::Error> {
         let query = match on_publish {
-            OnPublish::Delete => sqlx::query(&self.sql.publish_delete),
-            OnPublish::Keep => sqlx::query(&self.sql.publish_keep),
+            OnPublish::Delete => sqlx::query(&self.sql.publish_delete).bind(seqs).bind(relay_id),
+            OnPublish::Keep => sqlx::query(&self.sql.publish_keep)
+                .bind(seqs)
+                .bind(relay_id)
+                .bind(now.as_millis()),
         };
-        query
-            .bind(seqs)
-            .bind(relay_id)
-            .bind(now.as_millis())
-            .execute(&self.pool)
-            .await?;
+        query.execute(&self.pool).await?;
         Ok(())
     }
 

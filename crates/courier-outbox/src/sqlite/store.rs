@@ -154,16 +154,14 @@ impl Store for SqliteOutbox {
         now: Timestamp,
         on_publish: OnPublish,
     ) -> Result<(), sqlx::Error> {
-        let sql = match on_publish {
-            OnPublish::Delete => PUBLISH_DELETE,
-            OnPublish::Keep => PUBLISH_KEEP,
+        let query = match on_publish {
+            OnPublish::Delete => sqlx::query(PUBLISH_DELETE).bind(json_array(seqs)).bind(relay_id),
+            OnPublish::Keep => sqlx::query(PUBLISH_KEEP)
+                .bind(json_array(seqs))
+                .bind(relay_id)
+                .bind(now.as_millis()),
         };
-        sqlx::query(sql)
-            .bind(json_array(seqs))
-            .bind(relay_id)
-            .bind(now.as_millis())
-            .execute(&self.pool)
-            .await?;
+        query.execute(&self.pool).await?;
         Ok(())
     }
 
