@@ -6,7 +6,9 @@
 
 mod client;
 mod cmd;
+mod destination;
 mod engine;
+mod outbox;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +54,11 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// Measure throughput and latency against a raw baseline on the same database.
     Bench(cmd::bench::Args),
+    /// Publish an application's outbox to a destination until stopped.
+    Relay(cmd::relay::Args),
+    /// Inspect an application's outbox: counts, failed messages, retries.
+    #[command(subcommand)]
+    Outbox(cmd::outbox::Command),
 }
 
 #[tokio::main]
@@ -71,6 +78,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => return cmd::serve::run(args, token).await,
         Command::Bench(args) => return cmd::bench::run(args).await,
         Command::Migrate(args) => return cmd::migrate::run(args).await,
+        Command::Relay(args) => return cmd::relay::run(args).await,
+        Command::Outbox(command) => return cmd::outbox::run(command).await,
         client_command => client_command,
     };
     let ctx = cmd::Ctx {
@@ -78,7 +87,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::Migrate(_) => Ok(()),
+        Command::Serve(_) | Command::Bench(_) | Command::Migrate(_) | Command::Relay(_) | Command::Outbox(_) => Ok(()),
         Command::Send(args) => cmd::send::run(args, &ctx).await,
         Command::Receive(args) => cmd::receive::run(args, &ctx).await,
         Command::Ack(args) => cmd::ack::run(args, &ctx).await,

@@ -1,4 +1,5 @@
-//! The shared state every handler sees: the engine and the server's own limits.
+//! The shared state every handler sees: the engine, an optional outbox and the server's own
+//! limits.
 //!
 //! `ServerConfig` holds the HTTP-level bounds (payload and request sizes, requests in
 //! flight, the bearer token); the engine enforces the queue-level limits of `courier_core::limits`.
@@ -7,6 +8,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use courier_core::{limits, InvalidInput, QueueEngine};
+
+use crate::outbox::OutboxAdmin;
 
 /// Default largest decoded payload of one message: 1 MiB.
 pub const PAYLOAD_BYTES_MAX_DEFAULT: usize = 1024 * 1024;
@@ -89,19 +92,31 @@ impl ServerConfig {
     }
 }
 
-/// What every handler gets: the engine and the configuration.
+/// What every handler gets: the engine, an application's outbox if any, and the configuration.
 #[derive(Clone)]
 pub struct AppState {
     /// The queue engine all requests go to.
     pub engine: Arc<dyn QueueEngine>,
+    /// The outbox the `/v1/outbox` routes show; `None` and they answer 404.
+    pub outbox: Option<Arc<dyn OutboxAdmin>>,
     /// HTTP-level settings.
     pub config: ServerConfig,
 }
 
 impl AppState {
-    /// State for `engine` with `config`.
+    /// State for `engine` with `config`, without an outbox.
     pub fn new(engine: Arc<dyn QueueEngine>, config: ServerConfig) -> Self {
-        Self { engine, config }
+        Self {
+            engine,
+            outbox: None,
+            config,
+        }
+    }
+
+    /// Serves `outbox` on the `/v1/outbox` routes.
+    pub fn with_outbox(mut self, outbox: Arc<dyn OutboxAdmin>) -> Self {
+        self.outbox = Some(outbox);
+        self
     }
 }
 

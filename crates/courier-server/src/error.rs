@@ -36,6 +36,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// The bearer token is missing or wrong.
     Unauthorized,
+    /// The server was started without an outbox, so it has none to show.
+    OutboxNotConfigured,
     /// The engine cannot serve now, or the server is at its request limit; retry later.
     Unavailable,
     /// A bug or a storage failure.
@@ -57,6 +59,7 @@ impl ErrorCode {
             Self::EtagMismatch => (StatusCode::CONFLICT, "etag_mismatch"),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::OutboxNotConfigured => (StatusCode::NOT_FOUND, "outbox_not_configured"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -163,6 +166,12 @@ impl From<NameError> for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
+        Self::from_kind(e.kind(), e.to_string())
+    }
+}
+
+impl From<courier_outbox::OutboxError> for ApiError {
+    fn from(e: courier_outbox::OutboxError) -> Self {
         Self::from_kind(e.kind(), e.to_string())
     }
 }

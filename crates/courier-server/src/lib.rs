@@ -1,7 +1,7 @@
 //! Courier's HTTP API as a library: [`router`] builds the axum app over any
 //! `Arc<dyn QueueEngine>`, and [`serve`] runs it on a listener until a shutdown future fires.
 //!
-//! One module per resource (`queues`, `messages`, `leases`, `state`, `dlq`, `health`); every
+//! One module per resource (`queues`, `messages`, `leases`, `state`, `dlq`, `outbox`, `health`); every
 //! failure becomes an [`error::ApiError`], mapped to a status by the one table in `error`.
 //!
 //! It is not:
@@ -19,6 +19,7 @@ pub mod leases;
 pub mod messages;
 pub mod middleware;
 pub mod openapi;
+pub mod outbox;
 pub mod queues;
 pub mod routes;
 pub mod state;
@@ -29,6 +30,7 @@ use std::future::Future;
 pub use app::{AppState, ServerConfig};
 pub use error::{ApiError, ErrorCode};
 pub use openapi::ApiDoc;
+pub use outbox::OutboxAdmin;
 pub use routes::{route_table, router};
 
 /// Serves `state` on `listener` until `shutdown` completes, then stops accepting and

@@ -7,7 +7,7 @@ use axum::Json;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{dlq, health, leases, messages, queues, state};
+use crate::{dlq, health, leases, messages, outbox, queues, state};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::{dlq, health, leases, messages, queues, state};
         leases::receive, leases::ack, leases::ack_batch, leases::nack, leases::extend,
         state::get, state::put,
         dlq::list, dlq::redrive, dlq::purge,
+        outbox::stats, outbox::failed, outbox::retry,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 
 use crate::app::{AppState, ServerConfig, CONTROL_BODY_BYTES_MAX};
-use crate::{dlq, error, health, leases, messages, openapi, queues, state};
+use crate::{dlq, error, health, leases, messages, openapi, outbox, queues, state};
 
 /// The HTTP methods the API uses; each knows its axum filter, so the two cannot disagree.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +117,9 @@ fn api(config: &ServerConfig) -> Api {
         .at(Get, "/v1/queues/{ns}/{q}/dlq", dlq::list)
         .at(Post, "/v1/queues/{ns}/{q}/dlq/redrive", dlq::redrive)
         .at(Post, "/v1/queues/{ns}/{q}/dlq/purge", dlq::purge)
+        .at(Get, "/v1/outbox/stats", outbox::stats)
+        .at(Get, "/v1/outbox/failed", outbox::failed)
+        .at(Post, "/v1/outbox/failed/retry", outbox::retry)
 }
 
 /// The app: every route, JSON errors for unknown routes and methods, auth, the in-flight

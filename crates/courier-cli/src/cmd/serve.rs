@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 use courier_server::{AppState, ServerConfig};
 
 use crate::engine::DatabaseArgs;
+use crate::outbox::OutboxArgs;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -21,6 +22,13 @@ pub(crate) struct Args {
     /// Largest message payload, in bytes. Default 1 MiB.
     #[arg(long, env = "COURIER_PAYLOAD_MAX_BYTES", default_value_t = courier_server::app::PAYLOAD_BYTES_MAX_DEFAULT)]
     payload_max_bytes: usize,
+    /// An application's database whose outbox the `/v1/outbox` routes show (postgres://… or
+    /// sqlite://path); without it they answer 404.
+    #[arg(long, env = "COURIER_OUTBOX_DATABASE", hide_env_values = true)]
+    outbox_database: Option<String>,
+    /// PostgreSQL schema of that outbox (default `courier`).
+    #[arg(long, env = "COURIER_OUTBOX_SCHEMA")]
+    outbox_schema: Option<String>,
 }
 
 pub(crate) async fn run(args: Args, auth_token: Option<String>) -> anyhow::Result<()> {
@@ -32,6 +40,16 @@ pub(crate) async fn run(args: Args, auth_token: Option<String>) -> anyhow::Resul
     };
     config.validate().map_err(|e| anyhow!("invalid server settings: {e}"))?;
     let engine = args.database.target()?.open().await?;
+    let mut state = AppState::new(engine.clone(), config.clone());
+    if let Some(database) = args.outbox_database.clone() {
+        let outbox = OutboxArgs {
+            database,
+            schema: args.outbox_schema.clone(),
+        };
+        let (opened, described) = outbox.open().await?;
+        tracing::info!(outbox = %described, "serving the outbox's operator routes");
+        state = state.with_outbox(opened.admin());
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -39,7 +57,6 @@ pub(crate) async fn run(args: Args, auth_token: Option<String>) -> anyhow::Resul
     tracing::info!(%addr, auth = config.auth_token.is_some(), "serving");
     // The one line on stdout: scripts and tests wait for it to learn the address.
     println!("courier listening on http://{addr}");
-    let state = AppState::new(engine.clone(), config);
     let served = courier_server::serve(listener, state, shutdown_signal()).await;
     tracing::info!("stopped accepting; in-flight requests done; shutting the engine down");
     let closed = engine.shutdown().await;
@@ -60,7 +77,7 @@ fn read_token(args: &Args, flag: Option<String>) -> anyhow::Result<Option<String
     }
 }
 
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr so stdout carries only the "listening" line.
@@ -72,7 +89,7 @@ fn init_logging() {
 }
 
 /// Completes on Ctrl-C or, on Unix, SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");

@@ -23,6 +23,10 @@ pub(crate) fn courier() -> Command {
         "COURIER_SCHEMA",
         "COURIER_LISTEN",
         "COURIER_PAYLOAD_MAX_BYTES",
+        "COURIER_OUTBOX_DATABASE",
+        "COURIER_OUTBOX_SCHEMA",
+        "COURIER_RELAY_TO",
+        "COURIER_RELAY_ID",
     ] {
         cmd.env_remove(var);
     }
@@ -47,21 +51,12 @@ impl Server {
     /// Like [`Server::start`], with more `serve` flags.
     pub(crate) fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let log = data_dir.with_extension("log");
-        let stderr = std::fs::File::create(&log).expect("log file");
-        let mut child = courier()
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn courier serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
-        let Some(url) = line.trim().strip_prefix("courier listening on ") else {
-            let _ = child.kill();
-            let _ = child.wait();
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir"];
+        let dir = data_dir.to_string_lossy().into_owned();
+        args.push(&dir);
+        args.extend_from_slice(extra);
+        let (child, line) = spawn_until_banner(&args, &log);
+        let Some(url) = line.strip_prefix("courier listening on ") else {
             panic!(
                 "serve did not start: {line:?}; log: {}",
                 std::fs::read_to_string(&log).unwrap_or_default()
@@ -121,17 +116,7 @@ impl Server {
 
     /// Sends SIGTERM and waits for the exit; returns the exit code.
     pub(crate) fn terminate(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        assert!(killed.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "serve did not exit after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(&mut self.child)
     }
 }
 
@@ -141,6 +126,45 @@ impl Drop for Server {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Spawns `courier <args>` with stderr to `log` and waits for its first stdout line (the
+/// banner a long-running command prints when ready); kills it and panics if there is none.
+pub(crate) fn spawn_until_banner(args: &[&str], log: &Path) -> (Child, String) {
+    let stderr = std::fs::File::create(log).expect("log file");
+    let mut child = courier()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn courier");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+    if line.is_empty() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "courier {args:?} exited before it was ready; log: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    (child, line.trim().to_owned())
+}
+
+/// Sends SIGTERM to `child` and waits (at most 20 s) for it to exit; returns the exit code.
+pub(crate) fn terminate(child: &mut Child) -> Option<i32> {
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status.code();
+        }
+        assert!(Instant::now() < deadline, "courier did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

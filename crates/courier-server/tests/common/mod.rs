@@ -63,13 +63,25 @@ impl TestServer {
     }
 
     pub(crate) async fn with_config(config: ServerConfig) -> Self {
+        Self::build(config, None).await
+    }
+
+    /// A server whose `/v1/outbox` routes show `outbox`.
+    pub(crate) async fn with_outbox(outbox: Arc<dyn courier_server::OutboxAdmin>) -> Self {
+        Self::build(ServerConfig::default(), Some(outbox)).await
+    }
+
+    async fn build(config: ServerConfig, outbox: Option<Arc<dyn courier_server::OutboxAdmin>>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let opts = SqliteOptions::new(dir.path().join("courier.db"));
         let engine: Arc<dyn QueueEngine> = Arc::new(SqliteEngine::open(opts).await.expect("open engine"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
         let token = config.auth_token.clone();
-        let state = AppState::new(engine.clone(), config);
+        let mut state = AppState::new(engine.clone(), config);
+        if let Some(outbox) = outbox {
+            state = state.with_outbox(outbox);
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(courier_server::serve(listener, state, async move {
             let _ = stopped.await;
