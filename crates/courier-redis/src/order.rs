@@ -78,13 +78,13 @@ impl<'a> Outcomes<'a> {
     /// Records the outcome of message `i`, in any order (a send fails at once, the ack of an
     /// earlier message comes later). A message sent in the same pipeline as an earlier failed
     /// message of its key is recorded as an error even if the destination took it, since it
-    /// now stands ahead of that message.
+    /// now stands ahead of that message; a failure keeps its own reason.
     pub(crate) fn record(&mut self, i: usize, outcome: Outcome) {
-        let outcome = match self.failed_before(i) {
-            Some(key) => Err(PublishError::Unavailable(format!(
+        let outcome = match (self.failed_before(i), outcome) {
+            (Some(key), Ok(())) => Err(PublishError::Unavailable(format!(
                 "an earlier message of key {key:?} failed; this one was pipelined with it and may have arrived"
             ))),
-            None => outcome,
+            (_, outcome) => outcome,
         };
         if let (Some(key), Err(_)) = (self.batch[i].key.as_deref(), &outcome) {
             let first = self.first_failure.entry(key).or_insert(i);
@@ -172,12 +172,18 @@ mod tests {
 
     #[test]
     fn a_message_pipelined_after_its_keys_failure_is_not_reported_published() {
-        let batch = [msg(Some("k"), "a"), msg(Some("k"), "a")];
+        let batch = [msg(Some("k"), "a"), msg(Some("k"), "a"), msg(Some("k"), "a")];
         let mut outcomes = Outcomes::new(&batch);
-        assert!(outcomes.admit(0) && outcomes.admit(1));
+        assert!(outcomes.admit(0) && outcomes.admit(1) && outcomes.admit(2));
         outcomes.record(0, Err(PublishError::Unavailable("timed out".into())));
         outcomes.record(1, Ok(()));
+        outcomes.record(2, Err(PublishError::Rejected("too big".into())));
         let results = outcomes.finish();
         assert!(matches!(&results[1], Err(PublishError::Unavailable(e)) if e.contains("may have arrived")));
+        assert_eq!(
+            results[2],
+            Err(PublishError::Rejected("too big".into())),
+            "a failure keeps its own reason"
+        );
     }
 }

@@ -60,7 +60,7 @@ async fn each_result_belongs_to_its_message_and_a_failed_key_stops() {
         message(wrong, Some("B"), b"b0"),        // 1 WRONGTYPE: rejected
         message(&stream.name, Some("B"), b"b1"), // 2 key B failed: not attempted
         message(wrong, Some("C"), b"c0"),        // 3 WRONGTYPE: rejected
-        message(wrong, Some("C"), b"c1"),        // 4 same pipeline as 3, after it: not published
+        message(wrong, Some("C"), b"c1"),        // 4 same pipeline as 3: its own refusal
         message(wrong, None, b"n0"),             // 5 WRONGTYPE: rejected
         message(&stream.name, None, b"n1"),      // 6 ok
         message(&stream.name, Some("A"), b"a1"), // 7 ok
@@ -77,7 +77,7 @@ async fn each_result_belongs_to_its_message_and_a_failed_key_stops() {
     expect(1, true, "WRONGTYPE");
     expect(2, false, "not attempted");
     expect(3, true, "WRONGTYPE");
-    expect(4, false, "earlier message of key \"C\" failed");
+    expect(4, true, "WRONGTYPE");
     expect(5, true, "WRONGTYPE");
 
     let got: Vec<_> = stream.read_all().await.iter().map(|e| field(e, "payload")).collect();
