@@ -6,7 +6,7 @@
 //!
 //! - Writing: [`postgres::PgOutbox::write`] / [`sqlite::SqliteOutbox::write`] take the caller's
 //!   transaction (`&mut tx`). Applications in other languages INSERT rows with plain SQL; the
-//!   table contract is `SQL_CONTRACT.md`.
+//!   table contract is `docs/specs/outbox-sql-contract.md`.
 //! - Schema: [`postgres::migrate`] and [`sqlite::migrate`] create the outbox and inbox tables.
 //! - Relaying: a [`Relay`] built with [`RelayOptions`] claims batches under a lease, publishes
 //!   them, and settles each message by id: published, retried with backoff, or failed at max

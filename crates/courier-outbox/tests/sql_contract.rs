@@ -1,4 +1,4 @@
-//! The SQL contract (SQL_CONTRACT.md), checked from the outside: rows INSERTed with plain SQL,
+//! The SQL contract (docs/specs/outbox-sql-contract.md), checked from the outside: rows INSERTed with plain SQL,
 //! as an application in another language would, are published; rows that break the contract
 //! are refused by the database; migrations are idempotent and refuse a newer schema.
 

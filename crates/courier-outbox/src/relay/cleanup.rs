@@ -21,8 +21,14 @@ pub(crate) async fn run(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let Retention::KeepFor(age) = retention.normalized() else {
-        return;
+    let age = match retention.normalized() {
+        Retention::KeepFor(age) => age,
+        Retention::KeepForever => {
+            // Logged so that a retention of 0 meant as "delete at once" shows in the log.
+            tracing::info!("outbox cleanup disabled: published rows are kept until deleted by hand");
+            return;
+        }
+        Retention::DeleteOnPublish => return,
     };
     loop {
         tokio::select! {

@@ -28,7 +28,7 @@ pub const RELAY_ID_BYTES_MAX: usize = 128;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Retention {
     /// Deleted by the statement that records the publish: the table holds only work to do, and
-    /// a publish costs one statement. `KeepFor(Duration::ZERO)` means the same.
+    /// a publish costs one statement.
     #[default]
     DeleteOnPublish,
     /// Kept as `published` (with `published_at`) for this long, then deleted by the relay's
@@ -40,10 +40,11 @@ pub enum Retention {
 }
 
 impl Retention {
-    /// `KeepFor(0)` is `DeleteOnPublish`: nothing would ever be seen kept.
+    /// A retention of zero disables the cleanup, as in the seed libraries' `Retention: 0`:
+    /// `KeepFor(0)` is `KeepForever`.
     pub(crate) fn normalized(self) -> Self {
         match self {
-            Self::KeepFor(age) if age.is_zero() => Self::DeleteOnPublish,
+            Self::KeepFor(age) if age.is_zero() => Self::KeepForever,
             other => other,
         }
     }
@@ -251,11 +252,8 @@ mod tests {
     }
 
     #[test]
-    fn zero_retention_deletes_on_publish() {
-        assert_eq!(
-            Retention::KeepFor(Duration::ZERO).normalized(),
-            Retention::DeleteOnPublish
-        );
+    fn zero_retention_disables_cleanup() {
+        assert_eq!(Retention::KeepFor(Duration::ZERO).normalized(), Retention::KeepForever);
         assert_eq!(
             Retention::KeepFor(Duration::from_secs(1)).normalized(),
             Retention::KeepFor(Duration::from_secs(1))
