@@ -11,7 +11,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::AmqpConfig;
 use crate::error::{classify, ConfigError, ConnectError};
-use crate::order::Outcomes;
+use courier_core::key_order::Outcomes;
 
 /// AMQP header carrying the message's ordering key, when it has one.
 pub const KEY_HEADER: &str = "Courier-Key";

@@ -12,6 +12,7 @@
 pub mod engine;
 pub mod error;
 pub mod id;
+pub mod key_order;
 pub mod limits;
 pub mod message;
 pub mod name;

@@ -6,7 +6,6 @@
 
 pub mod config;
 pub mod error;
-mod order;
 pub mod publisher;
 
 pub use config::{NatsConfig, StreamSpec};

@@ -18,7 +18,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::config::NatsConfig;
 use crate::error::{classify, ConnectError};
-use crate::order::Outcomes;
+use courier_core::key_order::Outcomes;
 
 /// Header carrying the message's ordering key, when it has one.
 pub const KEY_HEADER: &str = "Courier-Key";

@@ -11,7 +11,7 @@ use tokio::time::timeout;
 
 use crate::config::RedisConfig;
 use crate::error::{classify, ConnectError};
-use crate::order::Outcomes;
+use courier_core::key_order::Outcomes;
 
 /// Prefix of the stream fields that carry application headers: header `Trace-Id` is field
 /// `h:Trace-Id`.

@@ -14,9 +14,9 @@ use tokio::sync::Semaphore;
 
 use crate::config::CourierHttpConfig;
 use crate::error::{ConfigError, ConnectError};
-use crate::order::Outcomes;
 use crate::publisher::http_client;
 use crate::retry::{classify_status, classify_transport, read_body_start};
+use courier_core::key_order::Outcomes;
 
 type Outcome = Result<(), PublishError>;
 

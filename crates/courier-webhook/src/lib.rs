@@ -8,7 +8,6 @@ pub mod cloudevents;
 pub mod config;
 pub mod courier;
 pub mod error;
-mod order;
 pub mod publisher;
 mod retry;
 

@@ -15,10 +15,14 @@ use crate::outbox::{Outbox, OutboxArgs};
 pub(crate) struct Args {
     #[command(flatten)]
     outbox: OutboxArgs,
-    /// Where to publish: nats://host:4222, or courier+postgres://… / courier+sqlite://path for
-    /// Courier's own queues (opened in this process).
+    /// Where to publish: nats://host:4222, redis://host:6379, amqp://user:pass@host:5672/vhost,
+    /// http(s)://… (CloudEvents webhooks), courier+http(s)://host:7070 (a `courier serve`), or
+    /// courier+postgres://… / courier+sqlite://path (Courier's queues, opened in this process).
     #[arg(long, env = "COURIER_RELAY_TO", hide_env_values = true)]
     to: String,
+    /// Bearer token for http(s):// and courier+http(s):// destinations.
+    #[arg(long, env = "COURIER_RELAY_TO_TOKEN", hide_env_values = true)]
+    to_token: Option<String>,
     /// This relay's id in the claims it takes; unique per running relay. Default: random.
     #[arg(long, env = "COURIER_RELAY_ID")]
     relay_id: Option<String>,
@@ -51,7 +55,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let options = relay_options(&args)?;
     let namespace = Namespace::new(&args.namespace).map_err(|e| anyhow!("invalid --namespace: {e}"))?;
     let (outbox, described) = args.outbox.open().await?;
-    let destination = crate::destination::open(&args.to, &namespace).await?;
+    let destination = crate::destination::open(&args.to, &namespace, args.to_token.clone()).await?;
     let relay = match &outbox {
         Outbox::Postgres(o) => Relay::postgres(o, destination.publisher.clone(), options)?,
         Outbox::Sqlite(o) => Relay::sqlite(o, destination.publisher.clone(), options)?,

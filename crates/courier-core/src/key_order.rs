@@ -1,6 +1,6 @@
 //! Per-key order inside one batch: which messages may be pipelined together (waves), and
 //! which must not be sent, or must not count as published, because an earlier message of
-//! their key failed. Pure bookkeeping; the publisher does the I/O:
+//! their key failed. Pure bookkeeping that every publisher shares; the publisher does the I/O:
 //!
 //! ```text
 //! for wave in outcomes.waves() { send each i with outcomes.admit(i); then record(i, ack) }
@@ -8,13 +8,14 @@
 
 use std::collections::HashMap;
 
-use courier_core::{OutboundMessage, PublishError};
+use crate::publish::{OutboundMessage, PublishError};
 
-type Outcome = Result<(), PublishError>;
+/// One message's result.
+pub type Outcome = Result<(), PublishError>;
 
 /// The outcomes of one batch as they are learnt, and the per-key rule over them.
 #[derive(Debug)]
-pub(crate) struct Outcomes<'a> {
+pub struct Outcomes<'a> {
     batch: &'a [OutboundMessage],
     results: Vec<Option<Outcome>>,
     /// Per key, the batch index of its first failed message.
@@ -22,7 +23,8 @@ pub(crate) struct Outcomes<'a> {
 }
 
 impl<'a> Outcomes<'a> {
-    pub(crate) fn new(batch: &'a [OutboundMessage]) -> Self {
+    /// No outcome known yet for any message of `batch`.
+    pub fn new(batch: &'a [OutboundMessage]) -> Self {
         Self {
             batch,
             results: vec![None; batch.len()],
@@ -38,7 +40,7 @@ impl<'a> Outcomes<'a> {
     /// (no stream, no queue, broker down) almost always fails the later one too. When the
     /// destination changes, the message waits one wave, so it is not stored before an earlier
     /// message of its key that failed elsewhere. Unkeyed messages go in the first wave.
-    pub(crate) fn waves(&self) -> Vec<Vec<usize>> {
+    pub fn waves(&self) -> Vec<Vec<usize>> {
         let mut last: HashMap<&str, (usize, &str)> = HashMap::new();
         let mut waves: Vec<Vec<usize>> = Vec::new();
         for (i, m) in self.batch.iter().enumerate() {
@@ -64,7 +66,7 @@ impl<'a> Outcomes<'a> {
 
     /// Whether message `i` may be sent. When an earlier message of its key failed it may not,
     /// and it is recorded as not attempted.
-    pub(crate) fn admit(&mut self, i: usize) -> bool {
+    pub fn admit(&mut self, i: usize) -> bool {
         match self.failed_before(i) {
             Some(key) => {
                 let e = PublishError::Unavailable(format!("not attempted: an earlier message of key {key:?} failed"));
@@ -79,7 +81,7 @@ impl<'a> Outcomes<'a> {
     /// earlier message comes later). A message sent in the same pipeline as an earlier failed
     /// message of its key is recorded as an error even if the destination took it, since it
     /// now stands ahead of that message; a failure keeps its own reason.
-    pub(crate) fn record(&mut self, i: usize, outcome: Outcome) {
+    pub fn record(&mut self, i: usize, outcome: Outcome) {
         let outcome = match (self.failed_before(i), outcome) {
             (Some(key), Ok(())) => Err(PublishError::Unavailable(format!(
                 "an earlier message of key {key:?} failed; this one was pipelined with it and may have arrived"
@@ -94,7 +96,7 @@ impl<'a> Outcomes<'a> {
     }
 
     /// One outcome per message, in batch order.
-    pub(crate) fn finish(self) -> Vec<Outcome> {
+    pub fn finish(self) -> Vec<Outcome> {
         let missing = || Err(PublishError::Unavailable("internal: no outcome was recorded".into()));
         self.results.into_iter().map(|r| r.unwrap_or_else(missing)).collect()
     }
@@ -109,8 +111,8 @@ impl<'a> Outcomes<'a> {
 mod tests {
     use std::collections::BTreeMap;
 
+    use crate::time::Timestamp;
     use bytes::Bytes;
-    use courier_core::Timestamp;
     use uuid::Uuid;
 
     use super::*;
