@@ -1,7 +1,8 @@
 //! Courier's benchmarks, run by `courier bench`: end-to-end throughput (enqueue → receive →
 //! ack) and enqueue-to-receive latency on SQLite or PostgreSQL, with a raw baseline on the same
 //! database measured in the same run so results are reported as a ratio that means something
-//! on any machine.
+//! on any machine; and by `courier bench-relay`: the outbox relay's throughput and
+//! commit-to-publish latency, against the publisher alone.
 
 #![warn(clippy::unwrap_used)]
 
@@ -10,6 +11,7 @@ mod baseline;
 mod http;
 mod inprocess;
 mod latency;
+mod relay;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use serde::Serialize;
 use crate::backend::Backend;
 
 pub use latency::Percentiles;
+pub use relay::{run_relay, DestinationReport, RelayBenchConfig, RelayReport};
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]

@@ -54,6 +54,8 @@ enum Command {
     Migrate(cmd::migrate::Args),
     /// Measure throughput and latency against a raw baseline on the same database.
     Bench(cmd::bench::Args),
+    /// Measure the outbox relay (PostgreSQL to NATS JetStream and to Courier's queue).
+    BenchRelay(cmd::bench_relay::Args),
     /// Publish an application's outbox to a destination until stopped.
     Relay(cmd::relay::Args),
     /// Inspect an application's outbox: counts, failed messages, retries.
@@ -79,6 +81,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => return cmd::bench::run(args).await,
         Command::Migrate(args) => return cmd::migrate::run(args).await,
         Command::Relay(args) => return cmd::relay::run(args).await,
+        Command::BenchRelay(args) => return cmd::bench_relay::run(args).await,
         Command::Outbox(command) => return cmd::outbox::run(command).await,
         client_command => client_command,
     };
@@ -87,7 +90,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         json: cli.json,
     };
     match command {
-        Command::Serve(_) | Command::Bench(_) | Command::Migrate(_) | Command::Relay(_) | Command::Outbox(_) => Ok(()),
+        Command::Serve(_)
+        | Command::Bench(_)
+        | Command::Migrate(_)
+        | Command::Relay(_)
+        | Command::BenchRelay(_)
+        | Command::Outbox(_) => Ok(()),
         Command::Send(args) => cmd::send::run(args, &ctx).await,
         Command::Receive(args) => cmd::receive::run(args, &ctx).await,
         Command::Ack(args) => cmd::ack::run(args, &ctx).await,

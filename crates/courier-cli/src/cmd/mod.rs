@@ -3,6 +3,7 @@
 
 pub(crate) mod ack;
 pub(crate) mod bench;
+pub(crate) mod bench_relay;
 pub(crate) mod dlq;
 pub(crate) mod migrate;
 pub(crate) mod nack;
