@@ -26,6 +26,7 @@ on_both_databases!(
     relay_whose_claim_was_taken_over_settles_nothing,
     rows_held_back_behind_a_failed_key_do_not_starve_other_keys,
     claims_are_renewed_while_a_slow_batch_publishes,
+    a_batch_claimed_ahead_is_renewed_while_it_waits,
     commit_wakes_the_relay_long_before_its_poll,
 );
 
@@ -261,6 +262,38 @@ async fn claims_are_renewed_while_a_slow_batch_publishes(backend: Backend) {
     assert!(
         other.published().is_empty(),
         "the claim lapsed and was taken over: {:?}",
+        other.published()
+    );
+    assert_once_in_key_order(&written, &slow.published());
+}
+
+/// A full unkeyed batch makes the relay claim the next one while it publishes; with a publish
+/// slower than a claim lasts, that waiting batch must stay claimed too, or another relay takes
+/// it over and both publish it.
+async fn a_batch_claimed_ahead_is_renewed_while_it_waits(backend: Backend) {
+    let db = Db::open(backend, Arc::new(SystemClock)).await;
+    let written = db.write(&messages(4, 0)).await;
+    let slow = TestPublisher::new();
+    slow.set_delay(Duration::from_millis(1200));
+    let options = |id: &str| {
+        fast_options(id)
+            .claim_duration(Duration::from_millis(300))
+            .batch_size(2)
+    };
+    let first = Running::start(db.relay(slow.clone(), options("slow")));
+    wait_until("the slow relay to start publishing", WAIT, || async {
+        slow.calls() == 1
+    })
+    .await;
+    let other = TestPublisher::new();
+    let second = Running::start(db.relay(other.clone(), options("eager")));
+    wait_until("both slow batches", WAIT, || async { slow.published().len() == 4 }).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    first.stop().await;
+    second.stop().await;
+    assert!(
+        other.published().is_empty(),
+        "the batch claimed ahead lapsed and was taken over: {:?}",
         other.published()
     );
     assert_once_in_key_order(&written, &slow.published());

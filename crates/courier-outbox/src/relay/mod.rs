@@ -8,7 +8,7 @@ mod options;
 mod settle;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use courier_core::{Clock, OutboundMessage, PublishError, Publisher};
@@ -131,7 +131,7 @@ impl Relay {
         let (_keep, stop) = watch::channel(false);
         let claimed = batch.len();
         if claimed > 0 {
-            self.process(batch, stop).await;
+            self.process(batch, stop, &Mutex::default()).await;
         }
         Ok(claimed)
     }
@@ -200,14 +200,20 @@ impl Relay {
             // Claiming ahead while a batch holds keyed rows would walk every later row of those
             // keys (held back until this batch settles) for nothing; claim after settling then.
             let ahead = full && batch.iter().all(|row| row.key.is_none());
+            // The batch claimed ahead waits for the current one to publish, which may take
+            // longer than a claim lasts: the current publish renews its claims too.
+            let ahead_seqs: Mutex<Vec<i64>> = Mutex::default();
             let prefetch = async {
-                if ahead {
-                    self.claim().await
-                } else {
-                    None
+                if !ahead {
+                    return None;
                 }
+                let next = self.claim().await;
+                if let Some(rows) = &next {
+                    lock(&ahead_seqs).extend(rows.iter().map(|r| r.seq));
+                }
+                next
             };
-            let ((), next) = tokio::join!(self.process(batch, stop.clone()), prefetch);
+            let ((), next) = tokio::join!(self.process(batch, stop.clone(), &ahead_seqs), prefetch);
             let next = match next {
                 None if full && !ahead => self.claim().await,
                 next => next,
@@ -245,13 +251,14 @@ impl Relay {
         }
     }
 
-    /// Publishes one claimed batch and settles every row of it.
-    async fn process(&self, rows: Vec<ClaimedRow>, stop: watch::Receiver<bool>) {
+    /// Publishes one claimed batch and settles every row of it. While it publishes it also
+    /// renews the claims in `also_renew` (a batch claimed ahead, waiting for this one).
+    async fn process(&self, rows: Vec<ClaimedRow>, stop: watch::Receiver<bool>, also_renew: &Mutex<Vec<i64>>) {
         let prepared = settle::prepare(&rows);
         let results = if prepared.messages.is_empty() {
             Some(Vec::new())
         } else {
-            self.publish(&rows, &prepared.messages, stop).await
+            self.publish(&rows, &prepared.messages, stop, also_renew).await
         };
         let now = self.clock.now();
         let Some(results) = results else {
@@ -269,13 +276,15 @@ impl Relay {
         self.settle(&settlement).await;
     }
 
-    /// Publishes `messages`, renewing the claim on `rows` every renew interval. On shutdown the
-    /// publish may go on for the shutdown grace; after that it is abandoned (`None`).
+    /// Publishes `messages`, renewing the claim on `rows` (and on `also_renew`) every renew
+    /// interval. On shutdown the publish may go on for the shutdown grace; after that it is
+    /// abandoned (`None`).
     async fn publish(
         &self,
         rows: &[ClaimedRow],
         messages: &[OutboundMessage],
         mut stop: watch::Receiver<bool>,
+        also_renew: &Mutex<Vec<i64>>,
     ) -> Option<Vec<Result<(), PublishError>>> {
         let seqs: Vec<i64> = rows.iter().map(|r| r.seq).collect();
         let publish = self.publisher.publish(messages);
@@ -293,7 +302,11 @@ impl Relay {
             };
             tokio::select! {
                 results = &mut publish => return Some(results),
-                _ = renew.tick() => self.renew(&seqs).await,
+                _ = renew.tick() => {
+                    let mut held = seqs.clone();
+                    held.extend(lock(also_renew).iter().copied());
+                    self.renew(&held).await;
+                }
                 _ = stop.changed(), if give_up.is_none() => {
                     give_up = Some(Instant::now() + self.options.shutdown_grace);
                 }
@@ -370,4 +383,8 @@ impl Drop for AbortOnDrop {
             task.abort();
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
