@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod harness;
 pub mod model;
 pub mod model_engine;
+pub mod network;
 pub mod postgres;
 pub mod process;
 pub mod proptest_model;

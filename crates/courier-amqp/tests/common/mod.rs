@@ -6,17 +6,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use courier_amqp::{AmqpConfig, AmqpPublisher};
-use courier_core::{OutboundMessage, PublishError, Timestamp};
+use courier_core::{OutboundMessage, Timestamp};
 use lapin::message::Delivery;
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::{JoinHandle, JoinSet};
 use uuid::Uuid;
 
 pub(crate) fn url() -> String {
@@ -129,50 +127,4 @@ pub(crate) fn message(destination: &str, key: Option<&str>, payload: &[u8]) -> O
     }
 }
 
-/// Asserts that every result is `Unavailable` and came back within `limit` of `started`.
-pub(crate) fn assert_all_unavailable_within(results: &[Result<(), PublishError>], started: Instant, limit: Duration) {
-    let took = started.elapsed();
-    assert!(took < limit, "took {took:?}, more than {limit:?}");
-    assert!(
-        results.iter().all(|r| matches!(r, Err(PublishError::Unavailable(_)))),
-        "{results:?}"
-    );
-}
-
-/// A port nothing listens on.
-pub(crate) async fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-/// Forwards connections on `addr` to `upstream` until stopped; stopping closes every
-/// forwarded connection, as a server going away would.
-pub(crate) struct Proxy {
-    pub(crate) addr: SocketAddr,
-    task: JoinHandle<()>,
-}
-
-impl Proxy {
-    pub(crate) async fn start(addr: SocketAddr, upstream: String) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind proxy");
-        let addr = listener.local_addr().expect("proxy addr");
-        let task = tokio::spawn(async move {
-            let mut connections = JoinSet::new();
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Self { addr, task }
-    }
-
-    /// Stops listening and drops every forwarded connection.
-    pub(crate) async fn stop(self) {
-        self.task.abort();
-        let _ = self.task.await;
-    }
-}
+pub(crate) use courier_testkit::network::{assert_all_unavailable_within, closed_port, Proxy};
