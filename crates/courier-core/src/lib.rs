@@ -20,6 +20,7 @@ pub mod ops;
 pub mod policy;
 pub mod publish;
 pub mod time;
+pub mod url_query;
 pub mod wait;
 
 pub use engine::QueueEngine;

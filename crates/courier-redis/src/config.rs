@@ -90,30 +90,7 @@ fn number(name: &str, value: &str) -> Result<u64, ConfigError> {
 
 /// `a=1&b=x%2Cy` as decoded pairs.
 fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ConfigError> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(name)?, percent_decode(value)?))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> Result<String, ConfigError> {
-    let bad = || ConfigError::new(format!("bad percent-encoding in {s:?}"));
-    let mut out = Vec::with_capacity(s.len());
-    let mut bytes = s.bytes();
-    while let Some(b) = bytes.next() {
-        if b != b'%' {
-            out.push(b);
-            continue;
-        }
-        let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
-        let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
-        out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-    }
-    String::from_utf8(out).map_err(|_| bad())
+    courier_core::url_query::query_pairs(query).map_err(ConfigError::new)
 }
 
 #[cfg(test)]
