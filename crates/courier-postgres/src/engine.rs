@@ -221,9 +221,12 @@ impl QueueEngine for PostgresEngine {
     async fn extend(&self, queue: &QueueRef, receipt: &Receipt, by: Duration) -> Result<Lease, LeaseError> {
         check_duration("by_ms", millis(by), LEASE_MIN, LEASE_MAX)?;
         let core = &self.core;
-        transaction!(core, finish, |ctx| crate::lease::extend(&mut ctx, queue, receipt, by))
+        let lease = transaction!(core, finish, |ctx| crate::lease::extend(&mut ctx, queue, receipt, by))
             .await
-            .unwrap_or_else(|e| Err(e.into()))
+            .unwrap_or_else(|e| Err(e.into()))?;
+        // The new deadline may come before the sweep planned for the old one.
+        core.cache.sweep_by(queue, lease.deadline);
+        Ok(lease)
     }
 
     async fn get_state(&self, queue: &QueueRef, receipt: &Receipt) -> Result<StateDoc, StateError> {

@@ -101,6 +101,7 @@ macro_rules! conformance_tests {
             lease::ack_deletes_message,
             lease::ack_many_settles_each_receipt,
             lease::extend_moves_deadline_keeps_lease,
+            lease::shortened_lease_lapses_at_its_new_deadline,
             lease::next_due_reports_earliest_delayed_or_lease_deadline,
             lease::unknown_queue_receive_is_empty,
             lease::concurrent_receivers_never_share_a_lease,

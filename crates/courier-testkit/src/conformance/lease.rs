@@ -358,6 +358,33 @@ pub async fn extend_moves_deadline_keeps_lease(h: &dyn Harness) {
     assert_eq!(ctx.take_id(id).await.lease.attempt, 2, "the shortened lease ran out");
 }
 
+/// A lease shortened by extend lapses at its new deadline, not at a later sweep the engine
+/// planned for the old one: receive, extend by 100 ms, and 100 ms later it is back.
+pub async fn shortened_lease_lapses_at_its_new_deadline(h: &dyn Harness) {
+    let ctx = Ctx::new(h).await;
+    let t = ctx.now();
+    let later = ctx.put(msg("later").with_delay(Duration::from_secs(10))).await;
+    let id = ctx.put(msg("m")).await;
+    let d = ctx.take_id(id).await;
+    let lease = ctx
+        .engine
+        .extend(&ctx.q, &d.receipt(), Duration::from_millis(100))
+        .await
+        .expect("extend");
+    assert_eq!(lease.deadline, at(t, 100));
+    ctx.advance_ms(99);
+    let batch = ctx
+        .engine
+        .try_receive(&ctx.q, &ReceiveOptions::default())
+        .await
+        .expect("receive");
+    assert!(batch.deliveries.is_empty(), "still leased before the new deadline");
+    assert_eq!(batch.next_due, Some(at(t, 100)), "the new deadline is what comes next");
+    ctx.advance_ms(1);
+    assert_eq!(ctx.take_id(id).await.lease.attempt, 2, "the shortened lease ran out");
+    assert_eq!(ctx.info(later).await.status, MessageStatus::Delayed);
+}
+
 /// `next_due` is the earliest delayed `visible_at` or in-flight deadline, `None` when there
 /// is neither.
 pub async fn next_due_reports_earliest_delayed_or_lease_deadline(h: &dyn Harness) {
