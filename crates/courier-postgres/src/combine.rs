@@ -34,7 +34,13 @@ pub(crate) struct Combiner<K, Req, Out> {
     parallel: usize,
     /// How many items a request carries, for [`ITEMS_PER_BATCH_MAX`].
     items: fn(&Req) -> usize,
+    /// Gets the output of a caller that went away while its batch ran, to undo what it holds
+    /// for no one (leases); by default the output is dropped and its effect stands.
+    unclaimed: Option<Unclaimed<K, Out>>,
 }
+
+/// See [`Combiner::on_unclaimed`].
+type Unclaimed<K, Out> = Box<dyn Fn(&K, Out) + Send + Sync>;
 
 impl<K, Req, Out> Combiner<K, Req, Out> {
     /// A combiner that runs up to `parallel` (at least 1) batches of one key at once; `items`
@@ -44,7 +50,14 @@ impl<K, Req, Out> Combiner<K, Req, Out> {
             slots: Mutex::new(HashMap::new()),
             parallel: parallel.max(1),
             items,
+            unclaimed: None,
         }
+    }
+
+    /// Hands the output of every caller that went away before it was answered to `handler`.
+    pub(crate) fn on_unclaimed(mut self, handler: impl Fn(&K, Out) + Send + Sync + 'static) -> Self {
+        self.unclaimed = Some(Box::new(handler));
+        self
     }
 }
 
@@ -80,6 +93,7 @@ where
             let guard = ServeGuard {
                 combiner: self.clone(),
                 key: key.clone(),
+                armed: true,
             };
             tokio::spawn(self.clone().serve(guard, exec));
         }
@@ -87,7 +101,7 @@ where
     }
 
     /// Serves batches for `key` until none is waiting.
-    async fn serve<F, Fut>(self: Arc<Self>, guard: ServeGuard<K, Req, Out>, mut exec: F)
+    async fn serve<F, Fut>(self: Arc<Self>, mut guard: ServeGuard<K, Req, Out>, mut exec: F)
     where
         F: FnMut(K, Vec<Req>) -> Fut + Send + 'static,
         Fut: Future<Output = Vec<Out>> + Send + 'static,
@@ -101,11 +115,14 @@ where
             let outputs = exec(key.clone(), requests).await;
             debug_assert_eq!(outputs.len(), replies.len(), "one output per request");
             for (reply, output) in replies.into_iter().zip(outputs) {
-                // A caller that went away no longer wants its answer; its effect stands.
-                let _ = reply.send(output);
+                if let (Err(output), Some(unclaimed)) = (reply.send(output), &self.unclaimed) {
+                    unclaimed(&key, output);
+                }
             }
         }
-        std::mem::forget(guard);
+        // Not `mem::forget`: that would leak the guard's handle on the combiner, and with it
+        // everything the combiner holds (a pool, through its unclaimed handler).
+        guard.armed = false;
     }
 
     /// Takes the next batch for `key`, or ends this task's serving (under the same lock, so a
@@ -142,16 +159,21 @@ where
     }
 }
 
-/// Dropped only when serving ends abnormally (a panic in `exec`, or the task dropped by a
-/// runtime shutting down): the waiting callers are answered with `None` and the key starts
+/// Disarmed when serving ends normally. Dropped armed only when it ends abnormally (a panic
+/// in `exec`, or the task dropped by a runtime shutting down): the waiting callers are answered with `None` and the key starts
 /// afresh; another task serving the key finishes the batch it holds and stops.
 struct ServeGuard<K: Eq + Hash, Req, Out> {
     combiner: Arc<Combiner<K, Req, Out>>,
     key: K,
+    /// Cleared when serving ends normally.
+    armed: bool,
 }
 
 impl<K: Eq + Hash, Req, Out> Drop for ServeGuard<K, Req, Out> {
     fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
         let mut slots = self.combiner.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.remove(&self.key);
     }
@@ -207,6 +229,60 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while !combiner.lock().is_empty() {
             assert!(std::time::Instant::now() < deadline, "a slot was left behind");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_answer_of_a_caller_that_left_goes_to_the_unclaimed_handler() {
+        let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel();
+        let combiner: Arc<Combiner<&'static str, u32, u32>> =
+            Arc::new(Combiner::new(1, |_| 1).on_unclaimed(move |key, out| {
+                let _ = left_tx.send((*key, out));
+            }));
+        let (started_tx, started_rx) = oneshot::channel();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let slow = combiner.clone();
+        let caller = tokio::spawn(async move {
+            slow.submit("q", 7, move |_, requests: Vec<u32>| {
+                let started_tx = started_tx.clone();
+                async move {
+                    if let Some(tx) = started_tx.lock().expect("lock").take() {
+                        let _ = tx.send(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    requests
+                }
+            })
+            .await
+        });
+        started_rx.await.expect("the batch started");
+        caller.abort();
+        let left = tokio::time::timeout(Duration::from_secs(5), left_rx.recv()).await;
+        assert_eq!(left.expect("handed over in time"), Some(("q", 7)));
+        let served = combiner
+            .submit("q", 8, |_, requests: Vec<u32>| async move { requests })
+            .await;
+        assert_eq!(served, Some(8), "an answered caller is not handed over");
+        assert!(left_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_combiner_that_served_is_freed_with_what_it_holds() {
+        let held = Arc::new(());
+        let watch = Arc::downgrade(&held);
+        let combiner: Arc<Combiner<&'static str, u32, u32>> =
+            Arc::new(Combiner::new(2, |_| 1).on_unclaimed(move |_, _| drop(held.clone())));
+        for n in 0..3 {
+            let served = combiner
+                .submit("q", n, |_, requests: Vec<u32>| async move { requests })
+                .await;
+            assert_eq!(served, Some(n));
+        }
+        drop(combiner);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while watch.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "serving leaked the combiner");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

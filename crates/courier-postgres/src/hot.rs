@@ -1,4 +1,4 @@
-//! The hot path: enqueue and ack run through [`Combiner`]s, so concurrent calls on one queue
+//! The hot path: enqueue, receive and ack run through [`Combiner`]s, so concurrent calls on one queue
 //! of this node share one statement or transaction (one set of round trips, one commit) while
 //! each keeps the answer, and the all-or-nothing effect, it would have had alone. In the common
 //! case each hot operation is one autocommitted statement: an enqueue without keys or groups,
@@ -6,12 +6,14 @@
 //!
 //! Sharing changes no outcome a caller can observe: a combined enqueue is the calls' messages
 //! in arrival order (a later call's idempotency key finds an earlier call's message, as it
-//! would have in sequence), and a combined ack settles receipts exactly as one `ack_many` over
-//! all of them.
+//! would have in sequence), a combined ack settles receipts exactly as one `ack_many` over
+//! all of them, and combined receives get what receives in arrival order would have got, the
+//! oldest messages going to the earliest caller.
 
 use courier_core::{Enqueued, LeaseError, NewMessage, QueueRef, Receipt, ReceiveBatch, ReceiveOptions, StorageError};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::analyze::GrowthAnalyzer;
 use crate::combine::{split_by, Combiner};
@@ -30,6 +32,9 @@ pub(crate) struct HotPath {
     growth: Arc<GrowthAnalyzer>,
     enqueues: Arc<Combiner<QueueRef, Vec<NewMessage>, Answer<Vec<Enqueued>>>>,
     acks: Arc<Combiner<QueueRef, Vec<Receipt>, Answer<Settled>>>,
+    /// Keyed by queue and the receive's lease, so one statement serves all; requests are the
+    /// receivers' `max_messages`.
+    receives: Arc<Combiner<(QueueRef, Option<Duration>), usize, Answer<ReceiveBatch>>>,
 }
 
 /// What a caller gets when the task running its batch died: the outcome is unknown, as after
@@ -48,11 +53,23 @@ fn distribute<T>(result: Answer<Vec<T>>, lengths: &[usize]) -> Vec<Answer<Vec<T>
 
 impl HotPath {
     pub(crate) fn new(core: Arc<Core>) -> Self {
+        let releasing = core.clone();
+        let receives = Combiner::new(BATCHES_IN_FLIGHT, |max: &usize| *max).on_unclaimed(
+            move |(queue, _): &(QueueRef, Option<Duration>), batch: Answer<ReceiveBatch>| {
+                let Ok(batch) = batch else { return };
+                if batch.deliveries.is_empty() {
+                    return;
+                }
+                let (core, queue) = (releasing.clone(), queue.clone());
+                tokio::spawn(async move { crate::receive::release(&core, &queue, batch.deliveries).await });
+            },
+        );
         Self {
             core,
             growth: Arc::default(),
             enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
             acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
+            receives: Arc::new(receives),
         }
     }
 
@@ -79,10 +96,19 @@ impl HotPath {
 
     /// Leases up to `opts.max_messages` (validated) ready messages of `queue`.
     ///
-    /// Receives are not combined: a receive is one autocommitted statement, and a combined
-    /// one could lease messages for a caller that left while it ran, to no one.
+    /// Receivers of one queue and lease that overlap share one statement, dealt out in pick
+    /// order. Messages leased for a caller that left while it ran are given back at once (see
+    /// [`crate::receive::release`]) rather than held for no one until their leases run out.
     pub(crate) async fn receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Answer<ReceiveBatch> {
-        crate::receive::receive(&self.core, queue, opts.max_messages, opts.lease).await
+        let core = self.core.clone();
+        let exec = move |(queue, lease): (QueueRef, Option<Duration>), wants: Vec<usize>| {
+            let core = core.clone();
+            async move { crate::receive::receive_for(&core, &queue, &wants, lease).await }
+        };
+        self.receives
+            .submit((queue.clone(), opts.lease), opts.max_messages, exec)
+            .await
+            .unwrap_or_else(|| Err(abandoned()))
     }
 
     /// Settles each receipt as `ack_many` does, one result per receipt.

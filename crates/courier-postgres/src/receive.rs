@@ -5,10 +5,11 @@
 use std::time::Duration;
 
 use courier_core::{
-    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, StorageError, Timestamp,
+    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, NackIntent, QueueRef, ReceiveBatch, StorageError, Timestamp,
 };
 use sqlx::{PgPool, Row};
 
+use crate::combine::split_by;
 use crate::error::{corrupt, storage, Db};
 use crate::groups::promote_groups;
 use crate::queues::QueueMeta;
@@ -86,40 +87,93 @@ pub(crate) const NEXT_SWEEP_SQL: &str = "SELECT LEAST(\
        (SELECT MIN(expires_at) FROM messages WHERE queue_id = $1 AND expires_at > $2 \
           AND expires_at IS NOT NULL AND status IN (0, 2)))";
 
-/// Leases up to `max` ready messages of `queue`, with the receive's `lease` if given.
+/// Leases ready messages of `queue` for several receivers at once, the `i`th wanting up to
+/// `wants[i]`, with the receive's `lease` if given: one sweep (if due) and one statement for
+/// all, the deliveries dealt out in pick order. A receiver left with nothing is told when
+/// something next falls due.
 ///
 /// The queue is swept (lapsed leases, expired messages) in a transaction of its own, and only
 /// when [`QueueCache`](crate::cache::QueueCache) says something may be due; the lease itself is
-/// one statement outside any explicit transaction. In the steady state a receive is one round
+/// one statement outside any explicit transaction. In the steady state this is one round
 /// trip. The sweep and the lease need not be atomic: the lease only takes ready messages, and
 /// a sweep that comes a little later only makes more of them ready.
 ///
-/// A receive that returns `Err` leased nothing; a sweep it ran before may have committed
-/// (those changes are due by the clock and any receive would make them).
-pub(crate) async fn receive(
+/// An `Err` for a receiver means it leased nothing (a sweep before may have committed: those
+/// changes are due by the clock and any receive would make them). A receiver that got
+/// messages always gets them, even if looking up the next due time for the others fails.
+pub(crate) async fn receive_for(
     core: &Core,
     queue: &QueueRef,
-    max: usize,
+    wants: &[usize],
     lease: Option<Duration>,
-) -> Result<ReceiveBatch, StorageError> {
+) -> Vec<Result<ReceiveBatch, StorageError>> {
+    match lease_for(core, queue, wants, lease).await {
+        Ok(batches) => batches,
+        Err(e) => wants.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+async fn lease_for(
+    core: &Core,
+    queue: &QueueRef,
+    wants: &[usize],
+    lease: Option<Duration>,
+) -> Result<Vec<Result<ReceiveBatch, StorageError>>, StorageError> {
     let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
-        return Ok(ReceiveBatch::default());
+        return Ok(wants.iter().map(|_| Ok(ReceiveBatch::default())).collect());
     };
     if core.cache.maintenance_due(queue, core.clock.now()) {
         let (swept_at, next) = transaction!(core, finish_ok, |ctx| sweep(&mut ctx, queue, &meta)).await?;
         core.cache.maintained(queue, swept_at, next);
     }
     let now = core.clock.now();
-    let deliveries = lease_ready(&core.pool, now, &meta, max, lease).await.map_err(storage)?;
+    let total = wants.iter().sum();
+    let deliveries = lease_ready(&core.pool, now, &meta, total, lease)
+        .await
+        .map_err(storage)?;
     if let Some(first_deadline) = deliveries.iter().map(|d| d.lease.deadline).min() {
         core.cache.sweep_by(queue, first_deadline);
     }
-    let next_due = if deliveries.is_empty() {
-        next_due(core, queue, meta.id, now).await.map_err(storage)?
+    let dealt = split_by(deliveries, wants);
+    let next_due = if dealt.iter().any(Vec::is_empty) {
+        Some(next_due(core, queue, meta.id, now).await.map_err(storage))
     } else {
         None
     };
-    Ok(ReceiveBatch { deliveries, next_due })
+    Ok(dealt
+        .into_iter()
+        .map(|deliveries| match (&next_due, deliveries.is_empty()) {
+            (Some(Err(e)), true) => Err(e.clone()),
+            (Some(Ok(due)), true) => Ok(ReceiveBatch {
+                deliveries,
+                next_due: *due,
+            }),
+            _ => Ok(ReceiveBatch {
+                deliveries,
+                next_due: None,
+            }),
+        })
+        .collect())
+}
+
+/// Gives back leases taken for a receiver that went away before it got them: each message is
+/// ready again at once, without counting an attempt. One that cannot be given back (the
+/// database is away) comes back when its lease runs out, as if its receiver had crashed.
+pub(crate) async fn release(core: &Core, queue: &QueueRef, deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        let receipt = delivery.receipt();
+        let back_now = NackIntent::Defer { delay: Duration::ZERO };
+        let released = transaction!(core, finish, |ctx| crate::lease::nack(
+            &mut ctx,
+            queue,
+            &receipt,
+            back_now.clone()
+        ))
+        .await;
+        if !matches!(released, Ok(Ok(()))) {
+            tracing::warn!(%queue, message = %receipt.message_id, "a lease taken for a receiver that left was not given back; it runs out instead");
+        }
+    }
 }
 
 /// Sweeps the queue and tells when it next needs it: now, if rows were left for the next call.

@@ -592,3 +592,71 @@ async fn a_long_poll_gets_a_lease_lapsed_on_another_node_within_the_sweep_interv
         started.elapsed()
     );
 }
+
+/// Concurrent receives share a statement; a receiver that goes away while that statement runs
+/// (an HTTP client that disconnected) does not leave its messages leased to no one until the
+/// lease runs out: they are ready again at once, with no attempt counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
+    let schema = TestSchema::new();
+    let engine = Arc::new(common::open(&schema, Arc::new(SystemClock)).await);
+    let q = queue("left");
+    let id = engine.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+
+    // Hold the receive's statement (or the sweep before it) until the receiver has left.
+    let mut blocker = schema.connect().await;
+    blocker.execute("BEGIN").await.expect("begin");
+    blocker
+        .execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let receiver = {
+        let (engine, q) = (engine.clone(), q.clone());
+        tokio::spawn(async move { engine.try_receive(&q, &take(1)).await })
+    };
+    let mut watcher = schema.connect().await;
+    let waiting_since = Instant::now();
+    loop {
+        let waiting: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'messages'::regclass")
+                .fetch_one(&mut watcher)
+                .await
+                .expect("pg_locks");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(10),
+            "the receive never reached the table"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    receiver.abort();
+    assert!(receiver.await.expect_err("aborted").is_cancelled());
+    blocker.execute("COMMIT").await.expect("commit");
+    // The statement goes on without its receiver and leases the message.
+    while engine.get_message(&q, id).await.expect("get").deliveries == 0 {
+        assert!(
+            waiting_since.elapsed() < Duration::from_secs(10),
+            "the held receive never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let back_by = Instant::now() + Duration::from_secs(5);
+    let again = loop {
+        let batch = engine.try_receive(&q, &take(1)).await.expect("receive");
+        if let Some(d) = batch.deliveries.into_iter().next() {
+            break d;
+        }
+        assert!(Instant::now() < back_by, "still leased to the receiver that left");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(again.lease.attempt, 1, "giving it back counted no attempt");
+    assert_eq!(again.message.deliveries, 2, "it was delivered once, to no one");
+    assert_eq!(
+        again.lease.fencing_token,
+        FencingToken(2),
+        "the fencing token still only grows"
+    );
+}
