@@ -19,12 +19,17 @@ use crate::analyze::GrowthAnalyzer;
 use crate::combine::{split_by, Combiner};
 use crate::tx::{retry, transaction, Core};
 
-/// Transactions of one kind and queue a node runs at once.
-const BATCHES_IN_FLIGHT: usize = 2;
+/// Statements of one kind and queue a node runs at once. One: calls that arrive while it runs
+/// all go in the next, so the busier the queue the bigger the batches. Measured with
+/// `courier bench` (16 HTTP clients): one in flight gave ~35 % more single-message throughput
+/// than two, and lower latency, since each statement and commit costs CPU the two cores lack.
+const BATCHES_IN_FLIGHT: usize = 1;
 
 type Answer<T> = Result<T, StorageError>;
 /// One result per receipt.
 type Settled = Vec<Result<(), LeaseError>>;
+/// Receives share a statement when they name the same queue and lease.
+type ReceiveKey = (QueueRef, Option<Duration>);
 
 /// The combiners of one engine.
 pub(crate) struct HotPath {
@@ -34,7 +39,7 @@ pub(crate) struct HotPath {
     acks: Arc<Combiner<QueueRef, Vec<Receipt>, Answer<Settled>>>,
     /// Keyed by queue and the receive's lease, so one statement serves all; requests are the
     /// receivers' `max_messages`.
-    receives: Arc<Combiner<(QueueRef, Option<Duration>), usize, Answer<ReceiveBatch>>>,
+    receives: Arc<Combiner<ReceiveKey, usize, Answer<ReceiveBatch>>>,
 }
 
 /// What a caller gets when the task running its batch died: the outcome is unknown, as after
@@ -55,7 +60,7 @@ impl HotPath {
     pub(crate) fn new(core: Arc<Core>) -> Self {
         let releasing = core.clone();
         let receives = Combiner::new(BATCHES_IN_FLIGHT, |max: &usize| *max).on_unclaimed(
-            move |(queue, _): &(QueueRef, Option<Duration>), batch: Answer<ReceiveBatch>| {
+            move |(queue, _): &ReceiveKey, batch: Answer<ReceiveBatch>| {
                 let Ok(batch) = batch else { return };
                 if batch.deliveries.is_empty() {
                     return;
@@ -101,7 +106,7 @@ impl HotPath {
     /// [`crate::receive::release`]) rather than held for no one until their leases run out.
     pub(crate) async fn receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Answer<ReceiveBatch> {
         let core = self.core.clone();
-        let exec = move |(queue, lease): (QueueRef, Option<Duration>), wants: Vec<usize>| {
+        let exec = move |(queue, lease): ReceiveKey, wants: Vec<usize>| {
             let core = core.clone();
             async move { crate::receive::receive_for(&core, &queue, &wants, lease).await }
         };
