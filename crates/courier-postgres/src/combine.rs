@@ -1,10 +1,11 @@
-//! Combining concurrent calls into one transaction: callers that arrive while a transaction
-//! for the same key (queue) is running wait, and the next transaction serves all of them.
+//! Combining concurrent calls into one statement or transaction: callers that arrive while one
+//! for the same key (queue) is running wait, and the next one serves all of them.
 //!
 //! This is group commit for a networked database: per message, a busy node then pays for a
-//! fraction of a transaction's round trips and commit instead of all of them. The work runs on
-//! a task of its own, so a caller that goes away (an HTTP client disconnecting) never cancels a
-//! transaction that other callers' operations are part of.
+//! fraction of a statement's round trip and commit instead of all of it. The work runs on a
+//! task of its own, so a caller that goes away (an HTTP client disconnecting) never cancels
+//! work that other callers' operations are part of; what was done for it alone can be undone
+//! by an unclaimed handler.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::oneshot;
 
-/// Most calls served by one transaction, so a burst cannot build an unbounded transaction.
+/// Most calls served by one batch, so a burst cannot build an unbounded statement.
 const CALLS_PER_BATCH_MAX: usize = 64;
 /// Most items (messages, receipts) in one batch, beyond the first call's: a batch is never
 /// much larger than the largest call a caller may make alone.
@@ -97,7 +98,17 @@ where
             };
             tokio::spawn(self.clone().serve(guard, exec));
         }
-        answer.await.ok()
+        let mut unread = Unread {
+            combiner: self,
+            key,
+            answer: Some(answer),
+        };
+        let out = match unread.answer.as_mut() {
+            Some(answer) => answer.await.ok(),
+            None => None,
+        };
+        unread.answer = None;
+        out
     }
 
     /// Serves batches for `key` until none is waiting.
@@ -176,6 +187,26 @@ impl<K: Eq + Hash, Req, Out> Drop for ServeGuard<K, Req, Out> {
         }
         let mut slots = self.combiner.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots.remove(&self.key);
+    }
+}
+
+/// A caller's answer channel while it waits. If the caller goes away after its answer was
+/// sent but before it read it, the answer goes to the unclaimed handler, as one that could
+/// not be sent at all does in `serve`: closing the channel first makes the two exclusive.
+struct Unread<'a, K, Req, Out> {
+    combiner: &'a Combiner<K, Req, Out>,
+    key: K,
+    /// `None` once read.
+    answer: Option<oneshot::Receiver<Out>>,
+}
+
+impl<K, Req, Out> Drop for Unread<'_, K, Req, Out> {
+    fn drop(&mut self) {
+        let Some(mut answer) = self.answer.take() else { return };
+        answer.close();
+        if let (Ok(out), Some(unclaimed)) = (answer.try_recv(), &self.combiner.unclaimed) {
+            unclaimed(&self.key, out);
+        }
     }
 }
 
@@ -265,6 +296,35 @@ mod tests {
             .await;
         assert_eq!(served, Some(8), "an answered caller is not handed over");
         assert!(left_rx.try_recv().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_sent_but_never_read_goes_to_the_unclaimed_handler() {
+        let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel();
+        let combiner: Arc<Combiner<&'static str, u32, u32>> =
+            Arc::new(Combiner::new(1, |_| 1).on_unclaimed(move |key, out| {
+                let _ = left_tx.send((*key, out));
+            }));
+        let (served_tx, served_rx) = oneshot::channel();
+        let served_tx = Arc::new(Mutex::new(Some(served_tx)));
+        let mut call = Box::pin(combiner.submit("q", 9, move |_, requests: Vec<u32>| {
+            let served_tx = served_tx.clone();
+            async move {
+                if let Some(tx) = served_tx.lock().expect("lock").take() {
+                    let _ = tx.send(());
+                }
+                requests
+            }
+        }));
+        // Polled once: the call is queued and its batch starts; then it is never polled again.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending());
+        served_rx.await.expect("the batch ran");
+        // The answer is sent right after the batch returns.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(left_rx.try_recv().is_err(), "sent, so not unclaimed yet");
+        drop(call);
+        assert_eq!(left_rx.try_recv().ok(), Some(("q", 9)));
     }
 
     #[tokio::test]

@@ -81,6 +81,12 @@ pub mod plans {
         crate::lease::ACK_UNGROUPED_SQL
     }
 
+    /// Giving back leases taken for a receiver that left: `$1` queue id, `$2` message ids,
+    /// `$3` lease ids (`uuid[]`), `$4` former `visible_at`s (`bigint[]`).
+    pub fn release() -> &'static str {
+        crate::receive::RELEASE_SQL
+    }
+
     /// Group statements taking `$1` queue id and `$2`: the live-group check (`text[]`) of an
     /// enqueue, and the promotion of a group's next message (`text`).
     pub fn groups() -> [(&'static str, &'static str); 2] {

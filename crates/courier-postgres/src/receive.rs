@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use courier_core::{
-    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, NackIntent, QueueRef, ReceiveBatch, StorageError, Timestamp,
+    Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, StorageError, Timestamp,
 };
 use sqlx::{PgPool, Row};
 
@@ -24,7 +24,8 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 
 /// The statement that leases up to `max` ready messages: `$1` queue id, `$2` now, `$3` max,
 /// `$4` the receive's lease in ms (or NULL), `$5` the policy's lease in ms. Each row comes back
-/// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by.
+/// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by, and the
+/// `visible_at` it had before, to give it its place back should no one take the lease.
 ///
 /// The picked rows are updated by their `ctid` alone (a TID scan: the row lock taken by the
 /// pick keeps it valid), never by a join or a `queue_id` term the planner could cost on stale
@@ -34,11 +35,12 @@ pub(crate) fn receive_sql() -> String {
        SELECT ctid AS tid, id, visible_at, seq FROM messages \
        WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
        ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
-     batch AS (SELECT array_agg(id ORDER BY visible_at, seq) AS ids FROM picked) \
+     batch AS (SELECT array_agg(id ORDER BY visible_at, seq) AS ids, \
+       array_agg(visible_at ORDER BY visible_at, seq) AS was FROM picked) \
      UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
        lease_id = gen_random_uuid(), fencing_token = m.fencing_token + 1, deliveries = m.deliveries + 1 \
      FROM batch WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) \
-     RETURNING array_position(batch.ids, m.id), ";
+     RETURNING array_position(batch.ids, m.id), batch.was[array_position(batch.ids, m.id)], ";
     format!("{pick}{MESSAGE_COLUMNS}")
 }
 
@@ -87,10 +89,20 @@ pub(crate) const NEXT_SWEEP_SQL: &str = "SELECT LEAST(\
        (SELECT MIN(expires_at) FROM messages WHERE queue_id = $1 AND expires_at > $2 \
           AND expires_at IS NOT NULL AND status IN (0, 2)))";
 
+/// One receiver's share of a combined receive, with what it takes to give the leases back
+/// should the receiver have gone away meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct Dealt {
+    pub(crate) batch: ReceiveBatch,
+    queue_id: i64,
+    /// Each delivery's `visible_at` before it was leased, in delivery order.
+    was_visible_at: Vec<i64>,
+}
+
 /// Leases ready messages of `queue` for several receivers at once, the `i`th wanting up to
 /// `wants[i]`, with the receive's `lease` if given: one sweep (if due) and one statement for
-/// all, the deliveries dealt out in pick order. A receiver left with nothing is told when
-/// something next falls due.
+/// all, the deliveries dealt out in pick order, so the oldest go to the earliest receiver. A
+/// receiver left with nothing is told when something next falls due.
 ///
 /// The queue is swept (lapsed leases, expired messages) in a transaction of its own, and only
 /// when [`QueueCache`](crate::cache::QueueCache) says something may be due; the lease itself is
@@ -106,9 +118,9 @@ pub(crate) async fn receive_for(
     queue: &QueueRef,
     wants: &[usize],
     lease: Option<Duration>,
-) -> Vec<Result<ReceiveBatch, StorageError>> {
+) -> Vec<Result<Dealt, StorageError>> {
     match lease_for(core, queue, wants, lease).await {
-        Ok(batches) => batches,
+        Ok(shares) => shares,
         Err(e) => wants.iter().map(|_| Err(e.clone())).collect(),
     }
 }
@@ -118,9 +130,9 @@ async fn lease_for(
     queue: &QueueRef,
     wants: &[usize],
     lease: Option<Duration>,
-) -> Result<Vec<Result<ReceiveBatch, StorageError>>, StorageError> {
+) -> Result<Vec<Result<Dealt, StorageError>>, StorageError> {
     let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
-        return Ok(wants.iter().map(|_| Ok(ReceiveBatch::default())).collect());
+        return Ok(wants.iter().map(|_| Ok(Dealt::default())).collect());
     };
     if core.cache.maintenance_due(queue, core.clock.now()) {
         let (swept_at, next) = transaction!(core, finish_ok, |ctx| sweep(&mut ctx, queue, &meta)).await?;
@@ -128,13 +140,13 @@ async fn lease_for(
     }
     let now = core.clock.now();
     let total = wants.iter().sum();
-    let deliveries = lease_ready(&core.pool, now, &meta, total, lease)
+    let leased = lease_ready(&core.pool, now, &meta, total, lease)
         .await
         .map_err(storage)?;
-    if let Some(first_deadline) = deliveries.iter().map(|d| d.lease.deadline).min() {
+    if let Some(first_deadline) = leased.iter().map(|(d, _)| d.lease.deadline).min() {
         core.cache.sweep_by(queue, first_deadline);
     }
-    let dealt = split_by(deliveries, wants);
+    let dealt = split_by(leased, wants);
     let next_due = if dealt.iter().any(Vec::is_empty) {
         Some(next_due(core, queue, meta.id, now).await.map_err(storage))
     } else {
@@ -142,37 +154,64 @@ async fn lease_for(
     };
     Ok(dealt
         .into_iter()
-        .map(|deliveries| match (&next_due, deliveries.is_empty()) {
-            (Some(Err(e)), true) => Err(e.clone()),
-            (Some(Ok(due)), true) => Ok(ReceiveBatch {
-                deliveries,
-                next_due: *due,
-            }),
-            _ => Ok(ReceiveBatch {
-                deliveries,
-                next_due: None,
-            }),
+        .map(|share| {
+            let next_due = match (&next_due, share.is_empty()) {
+                (Some(Err(e)), true) => return Err(e.clone()),
+                (Some(Ok(due)), true) => *due,
+                _ => None,
+            };
+            let (deliveries, was_visible_at) = share.into_iter().unzip();
+            Ok(Dealt {
+                batch: ReceiveBatch { deliveries, next_due },
+                queue_id: meta.id,
+                was_visible_at,
+            })
         })
         .collect())
 }
 
-/// Gives back leases taken for a receiver that went away before it got them: each message is
-/// ready again at once, without counting an attempt. One that cannot be given back (the
-/// database is away) comes back when its lease runs out, as if its receiver had crashed.
-pub(crate) async fn release(core: &Core, queue: &QueueRef, deliveries: Vec<Delivery>) {
-    for delivery in deliveries {
-        let receipt = delivery.receipt();
-        let back_now = NackIntent::Defer { delay: Duration::ZERO };
-        let released = transaction!(core, finish, |ctx| crate::lease::nack(
-            &mut ctx,
-            queue,
-            &receipt,
-            back_now.clone()
-        ))
-        .await;
-        if !matches!(released, Ok(Ok(()))) {
-            tracing::warn!(%queue, message = %receipt.message_id, "a lease taken for a receiver that left was not given back; it runs out instead");
-        }
+/// Gives leases back: each row still under its lease is ready again in the place it had
+/// (`visible_at` restored), without counting an attempt; deliveries and the fencing token keep
+/// their new values, so a later lease still outranks this one. `$1` queue id, `$2` message ids,
+/// `$3` lease ids, `$4` former `visible_at`s. Rows are probed by primary key and updated by
+/// `ctid` as in [`ACK_MANY_SQL`](crate::lease::ACK_MANY_SQL); the lease is checked again on the
+/// updated row. A deferral never moves an ordering group on, so no transaction is needed.
+pub(crate) const RELEASE_SQL: &str = "WITH hit AS MATERIALIZED (\
+       SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
+         AND m.status + 0 = 1) AS tid, r.lease_id, r.was \
+       FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS r(id, lease_id, was)) \
+     UPDATE messages m SET status = 0, visible_at = hit.was, lease_id = NULL \
+     FROM hit WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit)) AND m.ctid = hit.tid \
+       AND m.status + 0 = 1 AND m.lease_id = hit.lease_id";
+
+/// Gives back the leases of a share whose receiver went away before it got them, with one
+/// autocommitted statement, and wakes this node's and other nodes' receivers for them. If that
+/// fails (the database is away), they come back when their leases run out, as if the receiver
+/// had crashed.
+pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
+    if share.batch.deliveries.is_empty() {
+        return;
+    }
+    let ids: Vec<uuid::Uuid> = share.batch.deliveries.iter().map(|d| d.message.id.0).collect();
+    let leases: Vec<uuid::Uuid> = share.batch.deliveries.iter().map(|d| d.lease.lease_id.0).collect();
+    let released = crate::tx::retry(|| async {
+        sqlx::query(RELEASE_SQL)
+            .bind(share.queue_id)
+            .bind(&ids)
+            .bind(&leases)
+            .bind(&share.was_visible_at)
+            .execute(&core.pool)
+            .await
+    })
+    .await;
+    match released {
+        Ok(done) => core.announce_ready(queue, usize::try_from(done.rows_affected()).unwrap_or(usize::MAX)),
+        Err(error) => tracing::warn!(
+            %queue,
+            %error,
+            leases = ids.len(),
+            "leases taken for a receiver that left were not given back; they run out instead"
+        ),
     }
 }
 
@@ -189,13 +228,14 @@ async fn sweep(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<(Tim
     Ok((ctx.now, next.map(Timestamp)))
 }
 
+/// Leases up to `max` ready messages; each delivery comes with its `visible_at` from before.
 async fn lease_ready(
     pool: &PgPool,
     now: Timestamp,
     meta: &QueueMeta,
     max: usize,
     lease: Option<Duration>,
-) -> Db<Vec<Delivery>> {
+) -> Db<Vec<(Delivery, i64)>> {
     let rows = sqlx::query(&receive_sql())
         .bind(meta.id)
         .bind(now.as_millis())
@@ -207,13 +247,14 @@ async fn lease_ready(
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
         let position: Option<i32> = row.try_get(0)?;
-        // MESSAGE_COLUMNS follow the position.
-        let message = read_message(row, 1, now)?;
-        leased.push((position, message));
+        let was_visible_at: i64 = row.try_get(1)?;
+        // MESSAGE_COLUMNS follow.
+        let message = read_message(row, 2, now)?;
+        leased.push((position, message, was_visible_at));
     }
     // UPDATE … RETURNING has no order; deliveries come in pick order, (visible_at, seq).
-    leased.sort_by_key(|(position, _)| *position);
-    leased.into_iter().map(|(_, m)| delivery(m)).collect()
+    leased.sort_by_key(|(position, _, _)| *position);
+    leased.into_iter().map(|(_, m, was)| Ok((delivery(m)?, was))).collect()
 }
 
 fn delivery(m: crate::row::MessageRow) -> Db<Delivery> {

@@ -317,6 +317,11 @@ async fn receive_plan_uses_index() {
         plans::ack_ungrouped().to_owned(),
         format!("({queue_id}, {arrays}, {now})"),
     ));
+    statements.push((
+        "release (like an ack)",
+        plans::release().to_owned(),
+        format!("({queue_id}, {arrays}, ARRAY[{now}, {now}])"),
+    ));
     let [(live, live_sql), (promote, promote_sql)] = plans::groups();
     statements.push((live, live_sql.to_owned(), format!("({queue_id}, ARRAY['g1', 'g2'])")));
     statements.push((promote, promote_sql.to_owned(), format!("({queue_id}, 'g1')")));
@@ -339,7 +344,7 @@ async fn receive_plan_uses_index() {
                 found.is_empty(),
                 "{name} ({mode}) scans messages sequentially: {plan:#}"
             );
-            if name.starts_with("ack") {
+            if name.starts_with("ack") || name.starts_with("release") {
                 // The visibility index also matches `status = 1 AND visible_at > now`, but
                 // walking it reads every in-flight (and recently acked) entry of the queue.
                 let text = plan.to_string();
@@ -593,6 +598,17 @@ async fn a_long_poll_gets_a_lease_lapsed_on_another_node_within_the_sweep_interv
     );
 }
 
+/// A connection holding the messages table locked until it commits: receives wait for it.
+async fn lock_messages(schema: &TestSchema) -> sqlx::PgConnection {
+    let mut blocker = schema.connect().await;
+    blocker.execute("BEGIN").await.expect("begin");
+    blocker
+        .execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    blocker
+}
+
 /// Concurrent receives share a statement; a receiver that goes away while that statement runs
 /// (an HTTP client that disconnected) does not leave its messages leased to no one until the
 /// lease runs out: they are ready again at once, with no attempt counted.
@@ -602,14 +618,14 @@ async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
     let engine = Arc::new(common::open(&schema, Arc::new(SystemClock)).await);
     let q = queue("left");
     let id = engine.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+    let younger = engine
+        .enqueue(&q, vec![NewMessage::new("younger")])
+        .await
+        .expect("enqueue")[0]
+        .id;
 
     // Hold the receive's statement (or the sweep before it) until the receiver has left.
-    let mut blocker = schema.connect().await;
-    blocker.execute("BEGIN").await.expect("begin");
-    blocker
-        .execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let mut blocker = lock_messages(&schema).await;
     let receiver = {
         let (engine, q) = (engine.clone(), q.clone());
         tokio::spawn(async move { engine.try_receive(&q, &take(1)).await })
@@ -652,6 +668,10 @@ async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
         assert!(Instant::now() < back_by, "still leased to the receiver that left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    assert_eq!(
+        again.message.id, id,
+        "given back in its place, ahead of a younger message"
+    );
     assert_eq!(again.lease.attempt, 1, "giving it back counted no attempt");
     assert_eq!(again.message.deliveries, 2, "it was delivered once, to no one");
     assert_eq!(
@@ -659,4 +679,56 @@ async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
         FencingToken(2),
         "the fencing token still only grows"
     );
+    let next = engine.try_receive(&q, &take(1)).await.expect("receive").deliveries;
+    assert_eq!(next.iter().map(|d| d.message.id).collect::<Vec<_>>(), vec![younger]);
+}
+
+/// Receivers that queue up behind a running receive share the next statement: its rows are
+/// dealt in pick order, each receiver taking up to what it asked for, the earliest first; one
+/// left with nothing is told when something next falls due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn combined_receivers_are_dealt_the_oldest_first() {
+    let schema = TestSchema::new();
+    let engine = Arc::new(common::open(&schema, Arc::new(SystemClock)).await);
+    let q = queue("dealt");
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(
+            engine
+                .enqueue(&q, vec![NewMessage::new(format!("m{n}"))])
+                .await
+                .expect("enqueue")[0]
+                .id,
+        );
+    }
+    let mut blocker = lock_messages(&schema).await;
+    // The first receive runs alone and waits on the lock; the next three queue behind it, in
+    // this order, and share one statement.
+    let mut receivers = Vec::new();
+    for wants in [1, 2, 3, 1] {
+        let (engine, q) = (engine.clone(), q.clone());
+        receivers.push(tokio::spawn(async move { engine.try_receive(&q, &take(wants)).await }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.execute("COMMIT").await.expect("commit");
+    let mut got = Vec::new();
+    for receiver in receivers {
+        got.push(receiver.await.expect("receiver").expect("receive"));
+    }
+    let dealt: Vec<Vec<_>> = got
+        .iter()
+        .map(|b| b.deliveries.iter().map(|d| d.message.id).collect())
+        .collect();
+    assert_eq!(
+        dealt,
+        vec![vec![ids[0]], vec![ids[1], ids[2]], vec![ids[3]], vec![]],
+        "oldest first, each up to what it asked for"
+    );
+    let first_deadline = got[0].deliveries[0].lease.deadline;
+    assert_eq!(
+        got[3].next_due,
+        Some(first_deadline),
+        "the empty-handed one learns when a lease ends"
+    );
+    assert!(got[..3].iter().all(|b| b.next_due.is_none()));
 }
