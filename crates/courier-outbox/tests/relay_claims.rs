@@ -23,7 +23,7 @@ on_both_databases!(
     two_relays_publish_every_message_once_in_key_order,
     dead_relays_claims_lapse_and_another_relay_finishes,
     while_one_relay_holds_a_key_another_takes_none_of_its_rows,
-    relay_whose_claim_was_taken_over_settles_nothing,
+    relay_whose_claim_was_taken_over_settles_nothing_even_under_the_same_id,
     rows_held_back_behind_a_failed_key_do_not_starve_other_keys,
     claims_are_renewed_while_a_slow_batch_publishes,
     a_batch_claimed_ahead_is_renewed_while_it_waits,
@@ -119,7 +119,12 @@ async fn dead_relays_claims_lapse_and_another_relay_finishes(backend: Backend) {
     wait_until("the doomed relay to claim a batch", WAIT, || async {
         let mut claimed = 0;
         for id in &written {
-            if db.row(*id).await.and_then(|r| r.claimed_by).as_deref() == Some("doomed") {
+            if db
+                .row(*id)
+                .await
+                .and_then(|r| r.claimed_by)
+                .is_some_and(|c| c.starts_with("doomed#"))
+            {
                 claimed += 1;
             }
         }
@@ -162,7 +167,8 @@ async fn while_one_relay_holds_a_key_another_takes_none_of_its_rows(backend: Bac
     // A batch of one: relay A holds k1 alone, k2 stays unclaimed behind it.
     let a = Running::start(db.relay(slow.clone(), fast_options("a").batch_size(1)));
     wait_until("A to publish k1", WAIT, || async { slow.calls() == 1 }).await;
-    assert_eq!(db.row(ids[0]).await.and_then(|r| r.claimed_by).as_deref(), Some("a"));
+    let holder = db.row(ids[0]).await.and_then(|r| r.claimed_by);
+    assert!(holder.as_deref().is_some_and(|c| c.starts_with("a#")), "{holder:?}");
     let other = TestPublisher::new();
     let b = db.relay(other.clone(), fast_options("b"));
     assert_eq!(b.pump().await.expect("pump"), 1, "B takes only the other key");
@@ -178,23 +184,28 @@ async fn while_one_relay_holds_a_key_another_takes_none_of_its_rows(backend: Bac
     assert_eq!(slow.published_ids(), vec![ids[0], ids[1]]);
 }
 
-async fn relay_whose_claim_was_taken_over_settles_nothing(backend: Backend) {
+/// Both relays are started with the same id, as two replicas of one deployment would be: the
+/// nonce in `claimed_by` still keeps A from settling the claim B took over.
+async fn relay_whose_claim_was_taken_over_settles_nothing_even_under_the_same_id(backend: Backend) {
     let clock = manual_clock();
     let db = Db::open(backend, clock.clone()).await;
     let id = db.write(&[OutboxMessage::new("orders", "x")]).await[0];
     // A 30 s claim is renewed every 10 s of real time, so A does not renew during the test.
-    let options = |name: &str| fast_options(name).claim_duration(Duration::from_secs(30));
+    let options = || fast_options("replica").claim_duration(Duration::from_secs(30));
     // A stalls while publishing; its claim lapses; B takes the row over and stalls too.
     let stalled = TestPublisher::new();
     stalled.set_gate(false);
-    let a = Running::start(db.relay(stalled.clone(), options("a")));
+    let a = Running::start(db.relay(stalled.clone(), options()));
     wait_until("A to publish", WAIT, || async { stalled.calls() == 1 }).await;
     clock.advance(Duration::from_secs(31));
     let heir = TestPublisher::new();
     heir.set_gate(false);
-    let b = Running::start(db.relay(heir.clone(), options("b")));
+    let b_relay = db.relay(heir.clone(), options());
+    let b_claimer = b_relay.claimer().to_owned();
+    assert!(b_claimer.starts_with("replica#"), "{b_claimer}");
+    let b = Running::start(b_relay);
     wait_until("B to take the row over", WAIT, || async {
-        db.row(id).await.and_then(|r| r.claimed_by).as_deref() == Some("b")
+        db.row(id).await.and_then(|r| r.claimed_by).as_deref() == Some(b_claimer.as_str())
     })
     .await;
     // A wakes up and fails: its settle must not touch B's claim or count an attempt.
@@ -202,7 +213,11 @@ async fn relay_whose_claim_was_taken_over_settles_nothing(backend: Backend) {
     stalled.set_gate(true);
     a.stop().await;
     let row = db.row(id).await.expect("row");
-    assert_eq!((row.claimed_by.as_deref(), row.attempts), (Some("b"), 0), "{row:?}");
+    assert_eq!(
+        (row.claimed_by.as_deref(), row.attempts),
+        (Some(b_claimer.as_str()), 0),
+        "{row:?}"
+    );
     heir.set_gate(true);
     wait_until("B to publish", WAIT, || async { heir.published().len() == 1 }).await;
     b.stop().await;
@@ -245,8 +260,9 @@ async fn rows_held_back_behind_a_failed_key_do_not_starve_other_keys(backend: Ba
 async fn claims_are_renewed_while_a_slow_batch_publishes(backend: Backend) {
     let db = Db::open(backend, Arc::new(SystemClock)).await;
     let slow = TestPublisher::new();
-    slow.set_delay(Duration::from_millis(1200));
-    let options = |id: &str| fast_options(id).claim_duration(Duration::from_millis(300));
+    // As in the test below: a publish much slower than a claim, with room for a loaded machine.
+    slow.set_delay(Duration::from_millis(2500));
+    let options = |id: &str| fast_options(id).claim_duration(Duration::from_millis(1000));
     let first = Running::start(db.relay(slow.clone(), options("slow")));
     let written = db.write(&messages(3, 1)).await;
     wait_until("the slow relay to start publishing", WAIT, || async {
@@ -274,10 +290,13 @@ async fn a_batch_claimed_ahead_is_renewed_while_it_waits(backend: Backend) {
     let db = Db::open(backend, Arc::new(SystemClock)).await;
     let written = db.write(&messages(4, 0)).await;
     let slow = TestPublisher::new();
-    slow.set_delay(Duration::from_millis(1200));
+    // Claims last 1 s and are renewed every third of that; each publish takes 2.5 s. A claim
+    // lapses only if renewals stall for two thirds of a second, which a loaded two-core test
+    // machine did do with claims of 300 ms.
+    slow.set_delay(Duration::from_millis(2500));
     let options = |id: &str| {
         fast_options(id)
-            .claim_duration(Duration::from_millis(300))
+            .claim_duration(Duration::from_millis(1000))
             .batch_size(2)
     };
     let first = Running::start(db.relay(slow.clone(), options("slow")));

@@ -23,7 +23,8 @@ pub(crate) struct Args {
     /// Bearer token for http(s):// and courier+http(s):// destinations.
     #[arg(long, env = "COURIER_RELAY_TO_TOKEN", hide_env_values = true)]
     to_token: Option<String>,
-    /// This relay's id in the claims it takes; unique per running relay. Default: random.
+    /// This relay's name in logs and in the claims it takes (followed by `#` and a per-process
+    /// nonce, so replicas sharing a name never settle each other's claims). Default: random.
     #[arg(long, env = "COURIER_RELAY_ID")]
     relay_id: Option<String>,
     /// Most rows claimed and published at once.

@@ -15,6 +15,7 @@ use courier_core::{Clock, OutboundMessage, PublishError, Publisher};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use crate::error::{InvalidOption, OutboxError};
 use crate::postgres::PgOutbox;
@@ -41,6 +42,8 @@ pub struct Relay {
     options: RelayOptions,
     clock: Arc<dyn Clock>,
     signal: Arc<Notify>,
+    /// What this relay writes in `claimed_by`: see [`Relay::claimer`].
+    claimer: String,
 }
 
 impl std::fmt::Debug for Relay {
@@ -99,18 +102,28 @@ impl Relay {
             retention: options.retention.normalized(),
             ..options
         };
+        let claimer = format!("{}#{}", options.relay_id, &Uuid::new_v4().simple().to_string()[..8]);
         Ok(Self {
             store,
             publisher,
             options,
             clock,
             signal: hub.register(),
+            claimer,
         })
     }
 
-    /// The relay's id (`claimed_by` on the rows it holds).
+    /// The relay's id, as configured (in logs).
     pub fn id(&self) -> &str {
         &self.options.relay_id
+    }
+
+    /// `claimed_by` on the rows this relay holds: its id, `#` and a nonce drawn when it was
+    /// built. A relay renews and settles only rows claimed under this value, so two relays
+    /// given the same id by mistake (two replicas of one deployment) still never renew or
+    /// settle each other's claims.
+    pub fn claimer(&self) -> &str {
+        &self.claimer
     }
 
     /// A handle that wakes this relay, usable after [`Relay::run`] took it.
@@ -228,7 +241,7 @@ impl Relay {
     fn claim_request(&self) -> Claim<'_> {
         let now = self.clock.now();
         Claim {
-            relay_id: &self.options.relay_id,
+            relay_id: &self.claimer,
             now,
             deadline: now.saturating_add(self.options.claim_duration),
             limit: self.options.batch_size,
@@ -320,7 +333,7 @@ impl Relay {
 
     async fn renew(&self, seqs: &[i64]) {
         let deadline = self.clock.now().saturating_add(self.options.claim_duration);
-        match self.store.renew(&self.options.relay_id, seqs, deadline).await {
+        match self.store.renew(&self.claimer, seqs, deadline).await {
             Ok(renewed) if renewed < seqs.len() as u64 => tracing::warn!(
                 relay = %self.id(),
                 lost = seqs.len() as u64 - renewed,
@@ -352,11 +365,7 @@ impl Relay {
         let mut wait = SETTLE_RETRY_WAIT;
         for attempt in 1..=SETTLE_ATTEMPTS_MAX {
             let now = self.clock.now();
-            match self
-                .store
-                .settle(&self.options.relay_id, settlement, now, on_publish)
-                .await
-            {
+            match self.store.settle(&self.claimer, settlement, now, on_publish).await {
                 Ok(()) => return,
                 Err(error) if attempt < SETTLE_ATTEMPTS_MAX => {
                     tracing::warn!(relay = %self.id(), %error, attempt, "cannot settle outbox batch; retrying");

@@ -84,9 +84,9 @@ impl Default for RelayOptions {
 }
 
 impl RelayOptions {
-    /// The relay's name in `claimed_by` and in logs; must be unique among relays running on one
-    /// table, because a relay settles only rows claimed under its id. Default = `relay-` and a
-    /// random UUID.
+    /// The relay's name in logs and, followed by `#` and a nonce drawn when the relay is built,
+    /// in `claimed_by` (see [`Relay::claimer`](crate::Relay::claimer)), so relays sharing an id
+    /// still never settle each other's claims. Default = `relay-` and a random UUID.
     pub fn relay_id(mut self, id: impl Into<String>) -> Self {
         self.relay_id = id.into();
         self
