@@ -300,9 +300,26 @@ async fn a_batch_claimed_ahead_is_renewed_while_it_waits(backend: Backend) {
             .batch_size(2)
     };
     let first = Running::start(db.relay(slow.clone(), options("slow")));
-    wait_until("the slow relay to start publishing", WAIT, || async {
-        slow.calls() == 1
-    })
+    // Publishing the first batch and holding the second, claimed ahead: only then may the
+    // other relay look (before, it could simply claim the second batch first).
+    wait_until(
+        "the slow relay to publish one batch and hold the next",
+        WAIT,
+        || async {
+            let mut held = 0;
+            for id in &written {
+                if db
+                    .row(*id)
+                    .await
+                    .and_then(|r| r.claimed_by)
+                    .is_some_and(|c| c.starts_with("slow#"))
+                {
+                    held += 1;
+                }
+            }
+            slow.calls() == 1 && held == written.len()
+        },
+    )
     .await;
     let other = TestPublisher::new();
     let second = Running::start(db.relay(other.clone(), options("eager")));

@@ -320,8 +320,12 @@ mod tests {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         assert!(call.as_mut().poll(&mut cx).is_pending());
         served_rx.await.expect("the batch ran");
-        // The answer is sent right after the batch returns.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Serving removes the slot only after every answer of the batch was sent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !combiner.lock().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the answer was never sent");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         assert!(left_rx.try_recv().is_err(), "sent, so not unclaimed yet");
         drop(call);
         assert_eq!(left_rx.try_recv().ok(), Some(("q", 9)));

@@ -9,7 +9,8 @@
 //! would have in sequence), a combined ack settles receipts exactly as one `ack_many` over
 //! all of them, and combined receives get what receives in arrival order would have got, the
 //! oldest messages going to the earliest caller (rows leased for a caller that left are given
-//! back in their place; their deliveries count and fencing token show it).
+//! back in their place unless a receive gets to the queue first; their deliveries count and
+//! fencing token show it).
 
 use courier_core::{Enqueued, LeaseError, NewMessage, QueueRef, Receipt, ReceiveBatch, ReceiveOptions, StorageError};
 use std::collections::HashSet;
@@ -22,8 +23,9 @@ use crate::receive::Dealt;
 use crate::tx::{retry, transaction, Core};
 
 /// Statements of one kind and key a node runs at once (the key is the queue, and for receives
-/// also the receive's lease: receivers asking for different leases do not share a statement). One: calls that arrive while it runs
-/// all go in the next, so the busier the queue the bigger the batches. Measured with
+/// also the receive's lease: receivers asking for different leases do not share a statement).
+/// One: calls that arrive while it runs all go in the next, so the busier the queue the bigger
+/// the batches. Measured with
 /// `courier bench` (16 HTTP clients): one in flight gave ~35 % more single-message throughput
 /// than two, and lower latency, since each statement and commit costs CPU the two cores lack.
 const BATCHES_IN_FLIGHT: usize = 1;
@@ -65,13 +67,14 @@ impl HotPath {
         let receives = Combiner::new(BATCHES_IN_FLIGHT, |max: &usize| *max).on_unclaimed(
             move |(queue, _): &ReceiveKey, share: Answer<Dealt>| {
                 let Ok(share) = share else { return };
-                // Called where a caller's future is dropped, which may be outside a runtime.
-                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-                    return;
-                };
                 if share.batch.deliveries.is_empty() {
                     return;
                 }
+                // Called where a caller's future is dropped, which may be outside a runtime.
+                let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                    tracing::warn!(%queue, leases = share.batch.deliveries.len(), "no runtime to give back leases taken for a receiver that left; they run out instead");
+                    return;
+                };
                 let (core, queue) = (releasing.clone(), queue.clone());
                 runtime.spawn(async move { crate::receive::release(&core, &queue, share).await });
             },

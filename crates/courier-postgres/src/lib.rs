@@ -82,7 +82,7 @@ pub mod plans {
     }
 
     /// Giving back leases taken for a receiver that left: `$1` queue id, `$2` message ids,
-    /// `$3` lease ids (`uuid[]`), `$4` former `visible_at`s (`bigint[]`).
+    /// `$3` lease ids (`uuid[]`), `$4` former `visible_at`s (`bigint[]`), `$5` now (ms).
     pub fn release() -> &'static str {
         crate::receive::RELEASE_SQL
     }

@@ -27,20 +27,21 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by, and the
 /// `visible_at` it had before, to give it its place back should no one take the lease.
 ///
-/// The picked rows are updated by their `ctid` alone (a TID scan: the row lock taken by the
-/// pick keeps it valid), never by a join or a `queue_id` term the planner could cost on stale
-/// statistics, say a bitmap scan over the whole queue for a table analyzed while it was small.
+/// The picked rows are updated by their `ctid` (a TID scan: the row lock taken by the pick
+/// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),
+/// never by a `queue_id` term the planner could cost on stale statistics, say a bitmap scan
+/// over the whole queue for a table analyzed while it was small.
 pub(crate) fn receive_sql() -> String {
     let pick = "WITH picked AS MATERIALIZED (\
        SELECT ctid AS tid, id, visible_at, seq FROM messages \
        WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
        ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
-     batch AS (SELECT array_agg(id ORDER BY visible_at, seq) AS ids, \
-       array_agg(visible_at ORDER BY visible_at, seq) AS was FROM picked) \
+     ranked AS (SELECT tid, visible_at AS was, row_number() OVER (ORDER BY visible_at, seq) AS pos \
+       FROM picked) \
      UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
        lease_id = gen_random_uuid(), fencing_token = m.fencing_token + 1, deliveries = m.deliveries + 1 \
-     FROM batch WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) \
-     RETURNING array_position(batch.ids, m.id), batch.was[array_position(batch.ids, m.id)], ";
+     FROM ranked WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND m.ctid = ranked.tid \
+     RETURNING ranked.pos, ranked.was, ";
     format!("{pick}{MESSAGE_COLUMNS}")
 }
 
@@ -172,17 +173,19 @@ async fn lease_for(
 
 /// Gives leases back: each row still under its lease is ready again in the place it had
 /// (`visible_at` restored), without counting an attempt; deliveries and the fencing token keep
-/// their new values, so a later lease still outranks this one. `$1` queue id, `$2` message ids,
-/// `$3` lease ids, `$4` former `visible_at`s. Rows are probed by primary key and updated by
-/// `ctid` as in [`ACK_MANY_SQL`](crate::lease::ACK_MANY_SQL); the lease is checked again on the
-/// updated row. A deferral never moves an ordering group on, so no transaction is needed.
+/// their new values, so a later lease still outranks this one. A lease that already ran out is
+/// left to the sweep, which counts the failed attempt as for any lapsed lease. `$1` queue id,
+/// `$2` message ids, `$3` lease ids, `$4` former `visible_at`s, `$5` now. Rows are probed by
+/// primary key and updated by `ctid` as in [`ACK_MANY_SQL`](crate::lease::ACK_MANY_SQL); the
+/// lease is checked again on the updated row. The group's active message stays its active one,
+/// so no transaction is needed.
 pub(crate) const RELEASE_SQL: &str = "WITH hit AS MATERIALIZED (\
        SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
-         AND m.status + 0 = 1) AS tid, r.lease_id, r.was \
+         AND m.status + 0 = 1 AND m.visible_at + 0 > $5) AS tid, r.lease_id, r.was \
        FROM unnest($2::uuid[], $3::uuid[], $4::bigint[]) AS r(id, lease_id, was)) \
      UPDATE messages m SET status = 0, visible_at = hit.was, lease_id = NULL \
      FROM hit WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit)) AND m.ctid = hit.tid \
-       AND m.status + 0 = 1 AND m.lease_id = hit.lease_id";
+       AND m.status + 0 = 1 AND m.lease_id = hit.lease_id AND m.visible_at + 0 > $5";
 
 /// Gives back the leases of a share whose receiver went away before it got them, with one
 /// autocommitted statement, and wakes this node's and other nodes' receivers for them. If that
@@ -200,12 +203,16 @@ pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
             .bind(&ids)
             .bind(&leases)
             .bind(&share.was_visible_at)
+            .bind(core.clock.now().as_millis())
             .execute(&core.pool)
             .await
     })
     .await;
     match released {
-        Ok(done) => core.announce_ready(queue, usize::try_from(done.rows_affected()).unwrap_or(usize::MAX)),
+        Ok(done) if done.rows_affected() > 0 => {
+            core.announce_ready(queue, usize::try_from(done.rows_affected()).unwrap_or(usize::MAX));
+        }
+        Ok(_) => {}
         Err(error) => tracing::warn!(
             %queue,
             %error,
@@ -246,7 +253,7 @@ async fn lease_ready(
         .await?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
-        let position: Option<i32> = row.try_get(0)?;
+        let position: i64 = row.try_get(0)?;
         let was_visible_at: i64 = row.try_get(1)?;
         // MESSAGE_COLUMNS follow.
         let message = read_message(row, 2, now)?;

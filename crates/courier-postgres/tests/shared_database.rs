@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::TestSchema;
 use courier_core::{
-    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, NewMessage, QueueEngine, QueuePolicy, QueueRef,
-    ReceiveOptions, StorageError, SystemClock, Timestamp,
+    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, MessageStatus, NewMessage, QueueEngine, QueuePolicy,
+    QueueRef, ReceiveOptions, StorageError, SystemClock, Timestamp,
 };
 use courier_postgres::{plans, PostgresEngine, PostgresOptions};
 use serde_json::Value;
@@ -320,7 +320,7 @@ async fn receive_plan_uses_index() {
     statements.push((
         "release (like an ack)",
         plans::release().to_owned(),
-        format!("({queue_id}, {arrays}, ARRAY[{now}, {now}])"),
+        format!("({queue_id}, {arrays}, ARRAY[{now}, {now}], {now})"),
     ));
     let [(live, live_sql), (promote, promote_sql)] = plans::groups();
     statements.push((live, live_sql.to_owned(), format!("({queue_id}, ARRAY['g1', 'g2'])")));
@@ -658,16 +658,20 @@ async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-
+    // The lease has committed; the release follows on a task of its own.
     let back_by = Instant::now() + Duration::from_secs(5);
-    let again = loop {
-        let batch = engine.try_receive(&q, &take(1)).await.expect("receive");
-        if let Some(d) = batch.deliveries.into_iter().next() {
-            break d;
-        }
+    while engine.get_message(&q, id).await.expect("get").status != MessageStatus::Ready {
         assert!(Instant::now() < back_by, "still leased to the receiver that left");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let again = engine
+        .try_receive(&q, &take(1))
+        .await
+        .expect("receive")
+        .deliveries
+        .into_iter()
+        .next()
+        .expect("ready again");
     assert_eq!(
         again.message.id, id,
         "given back in its place, ahead of a younger message"

@@ -61,7 +61,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Outbox::Postgres(o) => Relay::postgres(o, destination.publisher.clone(), options)?,
         Outbox::Sqlite(o) => Relay::sqlite(o, destination.publisher.clone(), options)?,
     };
-    tracing::info!(relay = relay.id(), outbox = %described, to = %destination.described, "relaying");
+    tracing::info!(relay = relay.id(), claimer = relay.claimer(), outbox = %described, to = %destination.described, "relaying");
     // The one line on stdout, for scripts and tests.
     println!(
         "courier relay {} publishing {described} to {}",

@@ -50,6 +50,7 @@ impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
             .field("publisher", &self.publisher.name())
+            .field("claimer", &self.claimer)
             .field("options", &self.options)
             .finish_non_exhaustive()
     }
@@ -160,7 +161,7 @@ impl Relay {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let _listener = AbortOnDrop(self.store.listen(self.signal.clone()));
-        tracing::info!(relay = %self.id(), publisher = self.publisher.name(), "outbox relay started");
+        tracing::info!(relay = %self.id(), claimer = %self.claimer, publisher = self.publisher.name(), "outbox relay started");
         let work = async {
             tokio::join!(
                 self.relay_loop(stop_rx.clone()),
