@@ -15,6 +15,7 @@ use common::{
 };
 use courier_core::{PublishError, SystemClock};
 use courier_outbox::{OutboxMessage, StatusCounts};
+use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -106,6 +107,24 @@ async fn two_relays_publish_every_message_once_in_key_order(backend: Backend) {
     assert_eq!(db.counts().await, StatusCounts::default());
 }
 
+/// How many of `ids` are claimed by a relay built with id `relay` (`claimed_by` is the id,
+/// `#` and a per-relay nonce).
+async fn held_by(db: &Db, ids: &[Uuid], relay: &str) -> usize {
+    let prefix = format!("{relay}#");
+    let mut held = 0;
+    for id in ids {
+        if db
+            .row(*id)
+            .await
+            .and_then(|r| r.claimed_by)
+            .is_some_and(|c| c.starts_with(&prefix))
+        {
+            held += 1;
+        }
+    }
+    held
+}
+
 async fn dead_relays_claims_lapse_and_another_relay_finishes(backend: Backend) {
     let clock = manual_clock();
     let db = Db::open(backend, clock.clone()).await;
@@ -117,17 +136,7 @@ async fn dead_relays_claims_lapse_and_another_relay_finishes(backend: Backend) {
     // It publishes its first batch and never returns. It cannot claim ahead: every other row
     // belongs to a key whose earlier rows it holds.
     wait_until("the doomed relay to claim a batch", WAIT, || async {
-        let mut claimed = 0;
-        for id in &written {
-            if db
-                .row(*id)
-                .await
-                .and_then(|r| r.claimed_by)
-                .is_some_and(|c| c.starts_with("doomed#"))
-            {
-                claimed += 1;
-            }
-        }
+        let claimed = held_by(&db, &written, "doomed").await;
         stuck.calls() == 1 && claimed == 10
     })
     .await;
@@ -306,17 +315,7 @@ async fn a_batch_claimed_ahead_is_renewed_while_it_waits(backend: Backend) {
         "the slow relay to publish one batch and hold the next",
         WAIT,
         || async {
-            let mut held = 0;
-            for id in &written {
-                if db
-                    .row(*id)
-                    .await
-                    .and_then(|r| r.claimed_by)
-                    .is_some_and(|c| c.starts_with("slow#"))
-                {
-                    held += 1;
-                }
-            }
+            let held = held_by(&db, &written, "slow").await;
             slow.calls() == 1 && held == written.len()
         },
     )

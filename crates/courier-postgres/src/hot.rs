@@ -25,9 +25,9 @@ use crate::tx::{retry, transaction, Core};
 /// Statements of one kind and key a node runs at once (the key is the queue, and for receives
 /// also the receive's lease: receivers asking for different leases do not share a statement).
 /// One: calls that arrive while it runs all go in the next, so the busier the queue the bigger
-/// the batches. Measured with
-/// `courier bench` (16 HTTP clients): one in flight gave ~35 % more single-message throughput
-/// than two, and lower latency, since each statement and commit costs CPU the two cores lack.
+/// the batches. Measured with `courier bench` (16 HTTP clients): one in flight gave ~35 % more
+/// single-message throughput than two, and lower latency, since each statement and commit
+/// costs CPU the two cores lack.
 const BATCHES_IN_FLIGHT: usize = 1;
 
 type Answer<T> = Result<T, StorageError>;
