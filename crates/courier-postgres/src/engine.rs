@@ -356,7 +356,9 @@ impl QueueEngine for PostgresEngine {
     /// listener and closes the pool; later operations fail with `Unavailable`.
     async fn shutdown(&self) -> Result<(), StorageError> {
         self.stop_tasks();
-        self.core.pool.close().await;
+        let closing = self.core.pool.close();
+        self.core.warm.release_all();
+        closing.await;
         Ok(())
     }
 

@@ -65,7 +65,7 @@ pub(crate) async fn enqueue_plain(
     for (&id, m) in ids.iter().zip(messages) {
         rows.push(now, meta, id, m, status::READY);
     }
-    if rows.insert(&core.pool, meta.id, now).await? == 0 {
+    if core.on_warm(async |conn| rows.insert(conn, meta.id, now).await).await? == 0 {
         return Ok(None);
     }
     note_expiries(core, queue, meta, messages, now);

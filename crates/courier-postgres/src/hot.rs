@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::analyze::GrowthAnalyzer;
+use crate::analyze::{ChurnVacuum, GrowthAnalyzer};
 use crate::combine::{split_by, Combiner};
 use crate::receive::Dealt;
 use crate::tx::{retry, transaction, Core};
@@ -40,6 +40,7 @@ type ReceiveKey = (QueueRef, Option<Duration>);
 pub(crate) struct HotPath {
     core: Arc<Core>,
     growth: Arc<GrowthAnalyzer>,
+    churn: Arc<ChurnVacuum>,
     enqueues: Arc<Combiner<QueueRef, Vec<NewMessage>, Answer<Vec<Enqueued>>>>,
     acks: Arc<Combiner<QueueRef, Vec<Receipt>, Answer<Settled>>>,
     /// Keyed by queue and the receive's lease, so one statement serves all; requests are the
@@ -82,6 +83,7 @@ impl HotPath {
         Self {
             core,
             growth: Arc::default(),
+            churn: Arc::default(),
             enqueues: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
             acks: Arc::new(Combiner::new(BATCHES_IN_FLIGHT, Vec::len)),
             receives: Arc::new(receives),
@@ -115,10 +117,15 @@ impl HotPath {
     /// order. Messages leased for a caller that left while it ran are given back at once (see
     /// [`crate::receive::release`]) rather than held for no one until their leases run out.
     pub(crate) async fn receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Answer<ReceiveBatch> {
-        let core = self.core.clone();
+        let (core, churn) = (self.core.clone(), self.churn.clone());
         let exec = move |(queue, lease): ReceiveKey, wants: Vec<usize>| {
-            let core = core.clone();
-            async move { crate::receive::receive_for(&core, &queue, &wants, lease).await }
+            let (core, churn) = (core.clone(), churn.clone());
+            async move {
+                let shares = crate::receive::receive_for(&core, &queue, &wants, lease).await;
+                let leased = shares.iter().flatten().map(|s| s.batch.deliveries.len()).sum();
+                churn.churned(leased, &core.pool);
+                shares
+            }
         };
         self.receives
             .submit((queue.clone(), opts.lease), opts.max_messages, exec)
@@ -129,13 +136,17 @@ impl HotPath {
 
     /// Settles each receipt as `ack_many` does, one result per receipt.
     pub(crate) async fn ack_many(&self, queue: &QueueRef, receipts: Vec<Receipt>) -> Answer<Settled> {
-        let core = self.core.clone();
+        let (core, churn) = (self.core.clone(), self.churn.clone());
         let exec = move |queue: QueueRef, calls: Vec<Vec<Receipt>>| {
-            let core = core.clone();
+            let (core, churn) = (core.clone(), churn.clone());
             async move {
                 let lengths: Vec<usize> = calls.iter().map(Vec::len).collect();
                 let receipts: Vec<Receipt> = calls.into_iter().flatten().collect();
-                distribute(ack_batch(&core, &queue, &receipts).await, &lengths)
+                let settled = ack_batch(&core, &queue, &receipts).await;
+                if let Ok(answers) = &settled {
+                    churn.churned(answers.iter().filter(|a| a.is_ok()).count(), &core.pool);
+                }
+                distribute(settled, &lengths)
             }
         };
         self.acks

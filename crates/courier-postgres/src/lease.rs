@@ -68,12 +68,16 @@ pub(crate) const ACK_UNGROUPED_SQL: &str = ack_many_sql!(" AND m.ordering_group 
 pub(crate) async fn ack_ungrouped(core: &Core, queue_id: i64, receipts: &[Receipt]) -> Db<HashSet<Uuid>> {
     let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.0).collect();
     let leases: Vec<Uuid> = receipts.iter().map(|r| r.lease_id.0).collect();
-    let deleted: Vec<(Uuid, Option<String>, i64)> = sqlx::query_as(ACK_UNGROUPED_SQL)
-        .bind(queue_id)
-        .bind(&ids)
-        .bind(&leases)
-        .bind(core.clock.now().as_millis())
-        .fetch_all(&core.pool)
+    let deleted: Vec<(Uuid, Option<String>, i64)> = core
+        .on_warm(async |conn| {
+            sqlx::query_as(ACK_UNGROUPED_SQL)
+                .bind(queue_id)
+                .bind(&ids)
+                .bind(&leases)
+                .bind(core.clock.now().as_millis())
+                .fetch_all(conn)
+                .await
+        })
         .await?;
     debug_assert!(deleted.iter().all(|(_, group, _)| group.is_none()));
     Ok(deleted.into_iter().map(|(id, _, _)| id).collect())

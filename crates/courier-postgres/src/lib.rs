@@ -31,6 +31,7 @@ mod schema;
 mod sweep;
 mod tx;
 mod wake;
+mod warm;
 
 pub use engine::{migrate, PostgresEngine};
 pub use options::{PostgresOptions, SCHEMA_DEFAULT, SCHEMA_PARAM};

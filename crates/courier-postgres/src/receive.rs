@@ -7,7 +7,7 @@ use std::time::Duration;
 use courier_core::{
     Delivery, ExpiryAction, FencingToken, Lease, LeaseId, QueueRef, ReceiveBatch, StorageError, Timestamp,
 };
-use sqlx::{PgPool, Row};
+use sqlx::{PgConnection, Row};
 
 use crate::combine::split_by;
 use crate::error::{corrupt, storage, Db};
@@ -141,7 +141,8 @@ async fn lease_for(
     }
     let now = core.clock.now();
     let total = wants.iter().sum();
-    let leased = lease_ready(&core.pool, now, &meta, total, lease)
+    let leased = core
+        .on_warm(async |conn| lease_ready(conn, now, &meta, total, lease).await)
         .await
         .map_err(storage)?;
     if let Some(first_deadline) = leased.iter().map(|(d, _)| d.lease.deadline).min() {
@@ -197,15 +198,17 @@ pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
     }
     let ids: Vec<uuid::Uuid> = share.batch.deliveries.iter().map(|d| d.message.id.0).collect();
     let leases: Vec<uuid::Uuid> = share.batch.deliveries.iter().map(|d| d.lease.lease_id.0).collect();
-    let released = crate::tx::retry(|| async {
-        sqlx::query(RELEASE_SQL)
-            .bind(share.queue_id)
-            .bind(&ids)
-            .bind(&leases)
-            .bind(&share.was_visible_at)
-            .bind(core.clock.now().as_millis())
-            .execute(&core.pool)
-            .await
+    let released = crate::tx::retry(|| {
+        core.on_warm(async |conn| {
+            sqlx::query(RELEASE_SQL)
+                .bind(share.queue_id)
+                .bind(&ids)
+                .bind(&leases)
+                .bind(&share.was_visible_at)
+                .bind(core.clock.now().as_millis())
+                .execute(conn)
+                .await
+        })
     })
     .await;
     match released {
@@ -237,7 +240,7 @@ async fn sweep(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<(Tim
 
 /// Leases up to `max` ready messages; each delivery comes with its `visible_at` from before.
 async fn lease_ready(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     now: Timestamp,
     meta: &QueueMeta,
     max: usize,
@@ -249,7 +252,7 @@ async fn lease_ready(
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .bind(lease.map(ms_i64))
         .bind(ms_i64(meta.policy.lease()))
-        .fetch_all(pool)
+        .fetch_all(conn)
         .await?;
     let mut leased = Vec::with_capacity(rows.len());
     for row in &rows {
@@ -287,10 +290,14 @@ fn delivery(m: crate::row::MessageRow) -> Db<Delivery> {
 /// When a receiver that found nothing should look again: the next delayed message, the next
 /// lease deadline, or, for a lease already lapsed but not yet swept, the next sweep.
 async fn next_due(core: &Core, queue: &QueueRef, queue_id: i64, now: Timestamp) -> Db<Option<Timestamp>> {
-    let (delayed, lease): (Option<i64>, Option<i64>) = sqlx::query_as(NEXT_DUE_SQL)
-        .bind(queue_id)
-        .bind(now.as_millis())
-        .fetch_one(&core.pool)
+    let (delayed, lease): (Option<i64>, Option<i64>) = core
+        .on_warm(async |conn| {
+            sqlx::query_as(NEXT_DUE_SQL)
+                .bind(queue_id)
+                .bind(now.as_millis())
+                .fetch_one(conn)
+                .await
+        })
         .await?;
     let lease_back = lease.map(|deadline| match Timestamp(deadline) {
         lapsed if lapsed <= now => core.cache.next_sweep(queue).unwrap_or(now).max(now),

@@ -14,6 +14,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::cache::QueueCache;
 use crate::error::{is_conflict, storage, Db};
 use crate::wake::Notifier;
+use crate::warm::WarmConnections;
 
 /// How many times a transaction rolled back by a deadlock or serialization failure is run in
 /// all before the caller gets `Unavailable`.
@@ -32,6 +33,8 @@ pub(crate) struct Core {
     pub(crate) notifier: Arc<Notifier>,
     /// Queue rows and sweep times this node remembers between calls.
     pub(crate) cache: QueueCache,
+    /// Connections kept for the hot path's autocommitted statements.
+    pub(crate) warm: WarmConnections,
     ids: Mutex<MessageIdGenerator>,
 }
 
@@ -44,8 +47,10 @@ impl Core {
         schema: String,
     ) -> Self {
         let channel = crate::wake::channel(&schema);
+        let warm = WarmConnections::for_pool_of(pool.options().get_max_connections());
         Self {
             pool,
+            warm,
             clock,
             hub,
             schema,
@@ -70,6 +75,15 @@ impl Core {
     pub(crate) fn announce_ready(&self, queue: &QueueRef, ready: usize) {
         self.hub.notify_ready(queue, ready);
         self.notifier.publish(std::slice::from_ref(queue));
+    }
+
+    /// Runs one autocommitted statement on a connection the hot path keeps between
+    /// statements (see [`WarmConnections`]).
+    pub(crate) async fn on_warm<T>(&self, statement: impl AsyncFnOnce(&mut PgConnection) -> Db<T>) -> Db<T> {
+        let mut conn = self.warm.take(&self.pool).await?;
+        let outcome = statement(&mut conn).await;
+        conn.settle(&outcome);
+        outcome
     }
 
     /// `n` fresh ids stamped `now`, increasing in the order returned.

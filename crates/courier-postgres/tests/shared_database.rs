@@ -473,6 +473,46 @@ async fn expired_idempotency_records_are_swept() {
     assert!(again[0].duplicate, "a record inside its window still deduplicates");
 }
 
+/// A queue whose messages come and go is vacuumed by the engine itself, within seconds rather
+/// than at autovacuum's next visit (a minute or more): every lease and ack leaves dead index
+/// entries at the head of the visibility index that each receive would otherwise walk past.
+/// `vacuum_count` counts only vacuums a client ran, never autovacuum's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_churning_queue_has_its_table_vacuumed_by_the_engine() {
+    let schema = TestSchema::new();
+    let engine = common::open(&schema, Arc::new(SystemClock)).await;
+    let q = queue("churn");
+    for chunk in 0..2 {
+        let batch = (0..600).map(|i| NewMessage::new(format!("{chunk}-{i}"))).collect();
+        engine.enqueue(&q, batch).await.expect("enqueue");
+    }
+    let mut settled = 0;
+    while settled < 1_200 {
+        let got = engine.try_receive(&q, &take(100)).await.expect("receive");
+        let receipts: Vec<_> = got.deliveries.iter().map(|d| d.receipt()).collect();
+        for acked in engine.ack_many(&q, &receipts).await.expect("ack") {
+            acked.expect("a fresh lease is acked");
+        }
+        settled += receipts.len();
+    }
+
+    let mut conn = schema.connect().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let vacuums: i64 = sqlx::query_scalar(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = 'messages'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("read vacuum count");
+        if vacuums > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the engine never vacuumed the churned table");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A node's cached queue row goes stale when another node deletes the queue: the next
 /// enqueue on the first node notices (its insert finds no queue row), creates the queue
 /// anew and loses nothing.

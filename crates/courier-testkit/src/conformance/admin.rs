@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use courier_core::{
-    ErrorKind, LeaseError, ListOptions, MessageStatus, NackIntent, Namespace, QueueError, QueuePolicy, Receipt,
-    Redrive, StateError,
+    Delivery, ErrorKind, LeaseError, ListOptions, MessageStatus, NackIntent, Namespace, QueueError, QueuePolicy,
+    Receipt, Redrive, StateError,
 };
 use serde_json::json;
 
@@ -367,7 +367,18 @@ pub async fn ready_then_shutdown_refuses_writes(h: &dyn Harness) {
     let ctx = Ctx::new(h).await;
     ctx.engine.ready().await.expect("a fresh engine is ready");
     ctx.put(msg("before")).await;
-    ctx.engine.shutdown().await.expect("shutdown");
+    // Traffic on a known queue first: an engine that keeps connections between calls must
+    // still shut down promptly.
+    ctx.put(msg("also before")).await;
+    let taken = ctx.take(1).await;
+    let receipts: Vec<_> = taken.iter().map(Delivery::receipt).collect();
+    for acked in ctx.engine.ack_many(&ctx.q, &receipts).await.expect("ack") {
+        acked.expect("a fresh lease is acked");
+    }
+    tokio::time::timeout(Duration::from_secs(10), ctx.engine.shutdown())
+        .await
+        .expect("shutdown finishes promptly")
+        .expect("shutdown");
     let e = ctx
         .engine
         .enqueue(&ctx.q, vec![msg("after")])
