@@ -65,7 +65,8 @@ const VACUUM_GAP_PER_RUN_TIME: u32 = 10;
 
 /// Runs `VACUUM messages` in the background after every [`CHURN_PER_VACUUM`] rows this node
 /// leased or acked, one at a time, spaced by [`VACUUM_GAP_MIN`] or ten times the last run's
-/// duration, whichever is longer.
+/// duration, whichever is longer, and not within [`VACUUM_GAP_MIN`] of a vacuum another node
+/// (or autovacuum) ran.
 ///
 /// Every lease leaves the row's old entry in `messages_by_visibility` at the head of the ready
 /// range, where the next receive starts its scan, and every ack leaves one in the in-flight
@@ -75,6 +76,9 @@ const VACUUM_GAP_PER_RUN_TIME: u32 = 10;
 /// failed, the index grew from 2 pages to over 100 in 8 s, each receive walked more dead
 /// entries, consumers fell behind and the p99 reached seconds. Autovacuum looks at a
 /// database once a minute by default, too seldom for a queue's table.
+///
+/// A role that may not vacuum the table (only its owner may) is told once in the log and
+/// the node stops trying.
 #[derive(Debug, Default)]
 pub(crate) struct ChurnVacuum {
     churn: AtomicU64,
@@ -90,7 +94,20 @@ enum Turn {
     Idle,
     /// The last one ended; the next may start at this time.
     IdleUntil(Instant),
+    /// This role may not vacuum the table.
+    NotAllowed,
 }
+
+/// Whether this session's role may vacuum `messages`, and how long ago (ms) anyone last
+/// vacuumed it, by hand or autovacuum (NULL if never since statistics were reset).
+const VACUUM_CHECK_SQL: &str = "SELECT pg_has_role(c.relowner, 'USAGE'), \
+       (EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(s.last_vacuum, s.last_autovacuum)) * 1000)::float8 \
+     FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'messages'::regclass";
+
+/// INDEX_CLEANUP ON: the dead index entries are the point, and by default a vacuum skips the
+/// indexes when few heap pages hold dead rows (as on a table with a deep backlog). SKIP_LOCKED:
+/// another vacuum of the same table is as good. Sent over the simple protocol.
+const VACUUM_SQL: &str = "VACUUM (INDEX_CLEANUP ON, SKIP_LOCKED) messages";
 
 impl ChurnVacuum {
     /// Records `n` rows leased or acked; starts a vacuum when enough have been.
@@ -101,17 +118,29 @@ impl ChurnVacuum {
             return;
         }
         self.churn.store(0, Ordering::Relaxed);
-        let (pool, turn) = (pool.clone(), self.turn.clone());
+        let ended = TurnEnds {
+            turn: self.turn.clone(),
+            next: Turn::IdleUntil(Instant::now() + VACUUM_GAP_MIN),
+        };
+        let pool = pool.clone();
         tokio::spawn(async move {
+            // Moved whole into the task, so the turn ends when the task does.
+            let mut ended = ended;
             let started = Instant::now();
-            // SKIP_LOCKED: another node's vacuum (or autovacuum's) of the same table is as good.
-            // The simple protocol, since VACUUM cannot run as a prepared statement.
-            let vacuumed = sqlx::raw_sql("VACUUM (SKIP_LOCKED) messages").execute(&pool).await;
-            let gap = VACUUM_GAP_MIN.max(started.elapsed() * VACUUM_GAP_PER_RUN_TIME);
-            *turn.lock().unwrap_or_else(PoisonError::into_inner) = Turn::IdleUntil(started + gap);
-            // Cleanup is an optimization: a failure is logged, not returned.
-            if let Err(error) = vacuumed {
-                tracing::warn!(%error, "cannot vacuum the messages table");
+            match vacuum_unless_recent(&pool).await {
+                Ok(Some(())) => {
+                    let gap = VACUUM_GAP_MIN.max(started.elapsed() * VACUUM_GAP_PER_RUN_TIME);
+                    ended.next = Turn::IdleUntil(started + gap);
+                }
+                Ok(None) => {}
+                Err(Refusal::NotAllowed) => {
+                    tracing::warn!(
+                        "this role may not vacuum the messages table (only its owner may); leaving it to autovacuum"
+                    );
+                    ended.next = Turn::NotAllowed;
+                }
+                // Cleanup is an optimization: a failure is logged, not returned.
+                Err(Refusal::Failed(error)) => tracing::warn!(%error, "cannot vacuum the messages table"),
             }
         });
     }
@@ -120,7 +149,7 @@ impl ChurnVacuum {
     fn take_turn(&self) -> bool {
         let mut turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
         let due = match *turn {
-            Turn::Running => false,
+            Turn::Running | Turn::NotAllowed => false,
             Turn::Idle => true,
             Turn::IdleUntil(at) => Instant::now() >= at,
         };
@@ -128,6 +157,42 @@ impl ChurnVacuum {
             *turn = Turn::Running;
         }
         due
+    }
+}
+
+/// Why no vacuum ran.
+enum Refusal {
+    NotAllowed,
+    Failed(sqlx::Error),
+}
+
+/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`]; `None` if skipped.
+async fn vacuum_unless_recent(pool: &PgPool) -> Result<Option<()>, Refusal> {
+    let (allowed, since_ms): (bool, Option<f64>) = sqlx::query_as(VACUUM_CHECK_SQL)
+        .fetch_one(pool)
+        .await
+        .map_err(Refusal::Failed)?;
+    if !allowed {
+        return Err(Refusal::NotAllowed);
+    }
+    if since_ms.is_some_and(|ms| ms < VACUUM_GAP_MIN.as_secs_f64() * 1_000.0) {
+        return Ok(None);
+    }
+    sqlx::raw_sql(VACUUM_SQL).execute(pool).await.map_err(Refusal::Failed)?;
+    Ok(Some(()))
+}
+
+/// Ends a vacuum's turn when the task running it ends, also when the task is dropped
+/// unfinished (a runtime shutting down), so the node never waits on a turn that cannot end.
+struct TurnEnds {
+    turn: Arc<Mutex<Turn>>,
+    next: Turn,
+}
+
+impl Drop for TurnEnds {
+    fn drop(&mut self) {
+        let next = std::mem::take(&mut self.next);
+        *self.turn.lock().unwrap_or_else(PoisonError::into_inner) = next;
     }
 }
 
@@ -157,6 +222,25 @@ mod tests {
         *vacuum.turn.lock().expect("lock") = Turn::IdleUntil(Instant::now());
         assert!(vacuum.take_turn(), "once it has");
         assert!(!vacuum.take_turn());
+        *vacuum.turn.lock().expect("lock") = Turn::NotAllowed;
+        assert!(!vacuum.take_turn(), "never for a role that may not vacuum");
+    }
+
+    #[tokio::test]
+    async fn a_vacuum_task_dropped_unfinished_ends_its_turn() {
+        let vacuum = ChurnVacuum::default();
+        assert!(vacuum.take_turn());
+        let ended = TurnEnds {
+            turn: vacuum.turn.clone(),
+            next: Turn::IdleUntil(Instant::now()),
+        };
+        let task = tokio::spawn(async move {
+            let _ended = ended;
+            std::future::pending::<()>().await;
+        });
+        task.abort();
+        assert!(task.await.is_err_and(|e| e.is_cancelled()));
+        assert!(vacuum.take_turn(), "the aborted task's turn ended");
     }
 
     #[test]

@@ -5,38 +5,55 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::error::Db;
 
-/// Idle connections kept aside, at most `capacity` of them.
+/// How long one connection is kept before it goes back to the pool, whose own checks (its
+/// lifetime and idle limits, the test on return) then apply to it again.
+const KEEP_FOR_MAX: Duration = Duration::from_secs(60);
+
+/// Idle connections kept aside, at most `capacity` of them, each with the time it left the
+/// pool.
 pub(crate) struct WarmConnections {
-    idle: Mutex<Vec<PoolConnection<Postgres>>>,
+    idle: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
     capacity: usize,
 }
 
 impl WarmConnections {
-    /// Keeps up to a quarter of a pool of `pool_size` (1 to 4) idle connections aside: enough
-    /// for the statements of one busy queue (an enqueue, a receive and an ack at once), while
-    /// transactions and other queues still find most of the pool free.
+    /// Keeps up to a third of a pool of `pool_size` beyond its first four (at most 4) idle
+    /// connections aside: enough for the statements of one busy queue (an enqueue, a receive
+    /// and an ack at once), while the wake-up listener (which holds one for good), transactions
+    /// and other queues still find the rest free. A pool of 4 or fewer keeps none.
     pub(crate) fn for_pool_of(pool_size: u32) -> Self {
+        let spare = usize::try_from(pool_size.saturating_sub(4) / 3).unwrap_or(0);
         Self {
             idle: Mutex::new(Vec::new()),
-            capacity: usize::try_from(pool_size / 4).unwrap_or(1).clamp(1, 4),
+            capacity: spare.min(4),
         }
     }
 
     /// A connection for one statement: a kept one if there is any, else one from `pool`.
     pub(crate) async fn take<'a>(&'a self, pool: &'a PgPool) -> Db<Warm<'a>> {
-        let kept = self.lock().pop();
-        let conn = match kept {
-            Some(conn) => conn,
-            None => pool.acquire().await?,
+        let kept = {
+            let mut idle = self.lock();
+            // Checked under the lock `release_all` takes: nothing kept is used after shutdown.
+            if pool.is_closed() {
+                return Err(sqlx::Error::PoolClosed);
+            }
+            idle.pop()
+        };
+        let (conn, since) = match kept {
+            Some(kept) => kept,
+            None => (pool.acquire().await?, Instant::now()),
         };
         Ok(Warm {
             conn: Some(conn),
+            since,
             home: self,
             pool,
         })
@@ -53,14 +70,14 @@ impl WarmConnections {
 
     /// Keeps `conn` unless enough are kept or the pool is closing. The check is made under
     /// the same lock as [`release_all`](Self::release_all)'s, so no connection is kept after it.
-    fn keep(&self, conn: PoolConnection<Postgres>, pool: &PgPool) {
+    fn keep(&self, conn: PoolConnection<Postgres>, since: Instant, pool: &PgPool) {
         let mut idle = self.lock();
-        if idle.len() < self.capacity && !pool.is_closed() {
-            idle.push(conn);
+        if idle.len() < self.capacity && !pool.is_closed() && since.elapsed() < KEEP_FOR_MAX {
+            idle.push((conn, since));
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PoolConnection<Postgres>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -70,25 +87,41 @@ impl WarmConnections {
 /// test on return brings it to a clean state or closes it.
 pub(crate) struct Warm<'a> {
     conn: Option<PoolConnection<Postgres>>,
+    /// When the connection left the pool.
+    since: Instant,
     home: &'a WarmConnections,
     pool: &'a PgPool,
 }
 
 impl Warm<'_> {
     /// Keeps the connection for the next statement if `outcome` says it is sound: the
-    /// statement ran, or the server refused it and said why (the connection is ready for the
-    /// next). Any other failure (I/O, protocol) may mean the database went away, so this one
-    /// and every kept connection go back to the pool to be tested.
+    /// statement ran, or the server refused it and the session goes on. Any other failure
+    /// (I/O, protocol, a session the server ended) may mean the database went away, so this
+    /// one and every kept connection go back to the pool to be tested.
     pub(crate) fn settle<T>(mut self, outcome: &Db<T>) {
         let Some(conn) = self.conn.take() else { return };
         match outcome {
-            Ok(_) | Err(sqlx::Error::Database(_)) => self.home.keep(conn, self.pool),
-            Err(_) => {
+            Err(e) if connection_failed(e) => {
                 drop(conn);
                 self.home.release_all();
             }
+            _ => self.home.keep(conn, self.since, self.pool),
         }
     }
+}
+
+/// Whether `e` means the session is over or unusable rather than one statement refused:
+/// anything but a server error, or a server error that ends the session (severity FATAL or
+/// PANIC: an administrator's shutdown or termination, an idle-session timeout) or reports a
+/// connection exception (SQLSTATE class 08).
+fn connection_failed(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return true;
+    };
+    let ends_session = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    ends_session || db.code().is_some_and(|code| code.starts_with("08"))
 }
 
 impl Deref for Warm<'_> {
