@@ -129,19 +129,37 @@ impl Backend {
         }
     }
 
-    /// Drops every schema this run created (PostgreSQL); the SQLite temp dir goes on drop.
-    pub(crate) async fn clean_up(self) -> Result<(), BenchError> {
-        let Self::Postgres { options, schemas, .. } = self else {
-            return Ok(());
-        };
-        let pool = sqlx::PgPool::connect_with(options.connect_options()).await?;
-        for schema in schemas {
-            pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-                .await?;
+    /// Ends a stage whose engines are shut down: drops the PostgreSQL schemas made so far, so
+    /// autovacuum does not work through a finished stage's dead rows while the next one is
+    /// measured. SQLite's files have no such after-life and stay until the run ends.
+    pub(crate) async fn end_stage(&mut self) -> Result<(), BenchError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres { options, schemas, .. } => drop_schemas(options, std::mem::take(schemas)).await,
         }
-        pool.close().await;
-        Ok(())
     }
+
+    /// Drops every schema this run created and did not drop yet (PostgreSQL); the SQLite temp
+    /// dir goes on drop.
+    pub(crate) async fn clean_up(self) -> Result<(), BenchError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Postgres { options, schemas, .. } => drop_schemas(&options, schemas).await,
+        }
+    }
+}
+
+async fn drop_schemas(options: &PostgresOptions, schemas: Vec<String>) -> Result<(), BenchError> {
+    if schemas.is_empty() {
+        return Ok(());
+    }
+    let pool = sqlx::PgPool::connect_with(options.connect_options()).await?;
+    for schema in schemas {
+        pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
+            .await?;
+    }
+    pool.close().await;
+    Ok(())
 }
 
 async fn open_postgres(options: &PostgresOptions, schema: &str) -> Result<PostgresEngine, BenchError> {

@@ -167,6 +167,7 @@ pub async fn run(config: &BenchConfig, target: &Target) -> Result<Report, BenchE
 
 async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Report, BenchError> {
     let baseline_rows_per_sec = backend.baseline(config).await?;
+    backend.end_stage().await?;
     tracing::info!(baseline_rows_per_sec, "raw baseline done");
 
     let shape = |batch: usize, messages: usize| inprocess::Shape {
@@ -179,9 +180,11 @@ async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Repor
     let engine = backend.engine("batch1").await?;
     let in_process_batch_1 = inprocess::throughput(engine.clone(), shape(1, config.messages / 4)).await?;
     engine.shutdown().await?;
+    backend.end_stage().await?;
     let engine = backend.engine("batch100").await?;
     let in_process_batch_100 = inprocess::throughput(engine.clone(), shape(100, config.messages)).await?;
     engine.shutdown().await?;
+    backend.end_stage().await?;
     let engine = backend.engine("http").await?;
     let http_single = http::single_message(
         engine.clone(),
@@ -191,6 +194,7 @@ async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Repor
     )
     .await?;
     engine.shutdown().await?;
+    backend.end_stage().await?;
     let producer_node = backend.engine("paced").await?;
     let consumer_node = backend.second_node(&producer_node).await?;
     let paced_latency = inprocess::paced_latency(
