@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::{Executor, PgConnection, PgPool};
 
 /// The first step; each next one is ten times larger.
 const FIRST_STEP: u64 = 1_000;
@@ -77,8 +77,8 @@ const VACUUM_GAP_PER_RUN_TIME: u32 = 10;
 /// entries, consumers fell behind and the p99 reached seconds. Autovacuum looks at a
 /// database once a minute by default, too seldom for a queue's table.
 ///
-/// A role that may not vacuum the table (only its owner may) is told once in the log and
-/// the node stops trying.
+/// A role that may not vacuum the table is told once in the log and the node stops trying;
+/// after any other failure it waits [`VACUUM_GAP_AFTER_FAILURE`] before the next try.
 #[derive(Debug, Default)]
 pub(crate) struct ChurnVacuum {
     churn: AtomicU64,
@@ -98,16 +98,33 @@ enum Turn {
     NotAllowed,
 }
 
-/// Whether this session's role may vacuum `messages`, and how long ago (ms) anyone last
-/// vacuumed it, by hand or autovacuum (NULL if never since statistics were reset).
-const VACUUM_CHECK_SQL: &str = "SELECT pg_has_role(c.relowner, 'USAGE'), \
+/// Whether this session's role may vacuum `messages` (before PostgreSQL 17: as a superuser,
+/// the table's owner or the database's owner; from 17: with the MAINTAIN privilege), and how
+/// long ago (ms) anyone last vacuumed it, by hand or autovacuum (NULL if never since the
+/// statistics were reset).
+const VACUUM_CHECK_SQL: &str = "SELECT CASE WHEN current_setting('server_version_num')::int >= 170000 \
+         THEN has_table_privilege(c.oid, 'MAINTAIN') \
+         ELSE pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE') END, \
        (EXTRACT(EPOCH FROM clock_timestamp() - GREATEST(s.last_vacuum, s.last_autovacuum)) * 1000)::float8 \
-     FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = 'messages'::regclass";
+     FROM pg_class c LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+       JOIN pg_database d ON d.datname = current_database() \
+     WHERE c.oid = 'messages'::regclass";
 
 /// INDEX_CLEANUP ON: the dead index entries are the point, and by default a vacuum skips the
-/// indexes when few heap pages hold dead rows (as on a table with a deep backlog). SKIP_LOCKED:
-/// another vacuum of the same table is as good. Sent over the simple protocol.
-const VACUUM_SQL: &str = "VACUUM (INDEX_CLEANUP ON, SKIP_LOCKED) messages";
+/// indexes when few heap pages hold dead rows (as on a table with a deep backlog).
+/// TRUNCATE OFF: giving a drained queue's empty tail pages back to the file system takes an
+/// exclusive lock that would stall every receive, and the next enqueues grow the file again.
+/// SKIP_LOCKED: another vacuum of the same table is as good. Sent over the simple protocol.
+const VACUUM_SQL: &str = "VACUUM (INDEX_CLEANUP ON, TRUNCATE OFF, SKIP_LOCKED) messages";
+
+/// The vacuum's session hears no warnings: the one a skipped (SKIP_LOCKED) vacuum sends would
+/// otherwise be logged by sqlx every time another vacuum holds the table.
+const QUIET_SQL: &str = "SET client_min_messages TO error";
+/// Back to the engine's session setting (see `engine.rs`).
+const UNQUIET_SQL: &str = "SET client_min_messages TO warning";
+
+/// Least time before a node tries again after a vacuum failed.
+const VACUUM_GAP_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 impl ChurnVacuum {
     /// Records `n` rows leased or acked; starts a vacuum when enough have been.
@@ -127,20 +144,24 @@ impl ChurnVacuum {
             // Moved whole into the task, so the turn ends when the task does.
             let mut ended = ended;
             let started = Instant::now();
-            match vacuum_unless_recent(&pool).await {
-                Ok(Some(())) => {
-                    let gap = VACUUM_GAP_MIN.max(started.elapsed() * VACUUM_GAP_PER_RUN_TIME);
-                    ended.next = Turn::IdleUntil(started + gap);
-                }
-                Ok(None) => {}
+            let outcome = vacuum_unless_recent(&pool).await;
+            let gap = VACUUM_GAP_MIN.max(started.elapsed() * VACUUM_GAP_PER_RUN_TIME);
+            ended.next = Turn::IdleUntil(started + gap);
+            match outcome {
+                Ok(()) => {}
                 Err(Refusal::NotAllowed) => {
                     tracing::warn!(
-                        "this role may not vacuum the messages table (only its owner may); leaving it to autovacuum"
+                        "this role may not vacuum the messages table (it needs to own it); leaving it to autovacuum"
                     );
                     ended.next = Turn::NotAllowed;
                 }
+                // The engine shut down meanwhile.
+                Err(Refusal::Failed(sqlx::Error::PoolClosed)) => {}
                 // Cleanup is an optimization: a failure is logged, not returned.
-                Err(Refusal::Failed(error)) => tracing::warn!(%error, "cannot vacuum the messages table"),
+                Err(Refusal::Failed(error)) => {
+                    tracing::warn!(%error, "cannot vacuum the messages table");
+                    ended.next = Turn::IdleUntil(started + gap.max(VACUUM_GAP_AFTER_FAILURE));
+                }
             }
         });
     }
@@ -166,20 +187,31 @@ enum Refusal {
     Failed(sqlx::Error),
 }
 
-/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`]; `None` if skipped.
-async fn vacuum_unless_recent(pool: &PgPool) -> Result<Option<()>, Refusal> {
+/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`].
+async fn vacuum_unless_recent(pool: &PgPool) -> Result<(), Refusal> {
+    let mut conn = pool.acquire().await.map_err(Refusal::Failed)?;
     let (allowed, since_ms): (bool, Option<f64>) = sqlx::query_as(VACUUM_CHECK_SQL)
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(Refusal::Failed)?;
     if !allowed {
         return Err(Refusal::NotAllowed);
     }
     if since_ms.is_some_and(|ms| ms < VACUUM_GAP_MIN.as_secs_f64() * 1_000.0) {
-        return Ok(None);
+        return Ok(());
     }
-    sqlx::raw_sql(VACUUM_SQL).execute(pool).await.map_err(Refusal::Failed)?;
-    Ok(Some(()))
+    simple(&mut conn, QUIET_SQL).await.map_err(Refusal::Failed)?;
+    let vacuumed = simple(&mut conn, VACUUM_SQL).await;
+    if simple(&mut conn, UNQUIET_SQL).await.is_err() {
+        // Not handed back with a setting other sessions of the pool do not have.
+        conn.close_on_drop();
+    }
+    vacuumed.map_err(Refusal::Failed)
+}
+
+/// Runs `sql` over the simple protocol (VACUUM cannot be a prepared statement's).
+async fn simple(conn: &mut PgConnection, sql: &'static str) -> Result<(), sqlx::Error> {
+    conn.execute(sqlx::raw_sql(sql)).await.map(drop)
 }
 
 /// Ends a vacuum's turn when the task running it ends, also when the task is dropped

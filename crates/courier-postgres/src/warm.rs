@@ -39,14 +39,21 @@ impl WarmConnections {
 
     /// A connection for one statement: a kept one if there is any, else one from `pool`.
     pub(crate) async fn take<'a>(&'a self, pool: &'a PgPool) -> Db<Warm<'a>> {
-        let kept = {
+        let (kept, expired) = {
             let mut idle = self.lock();
             // Checked under the lock `release_all` takes: nothing kept is used after shutdown.
             if pool.is_closed() {
                 return Err(sqlx::Error::PoolClosed);
             }
-            idle.pop()
+            // Connections kept too long go back to the pool, also those below the top of the
+            // stack that a quiet node would never reach again.
+            let (expired, fresh): (Vec<_>, Vec<_>) =
+                idle.drain(..).partition(|(_, since)| since.elapsed() >= KEEP_FOR_MAX);
+            *idle = fresh;
+            (idle.pop(), expired)
         };
+        // Handed back outside the lock.
+        drop(expired);
         let (conn, since) = match kept {
             Some(kept) => kept,
             None => (pool.acquire().await?, Instant::now()),
