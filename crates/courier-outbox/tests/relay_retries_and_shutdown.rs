@@ -172,9 +172,10 @@ async fn retention_deletes_only_old_published_rows(backend: Backend) {
         .retention(Retention::KeepFor(Duration::from_secs(3600)))
         .cleanup_interval(Duration::from_millis(30))
         .max_attempts(1);
-    let relay = Running::start(db.relay(publisher.clone(), options));
     let old = db.write(&messages(3, 0)).await;
+    // Started only now: a relay already running could publish old[2] before it is set to fail.
     publisher.fail_id(old[2], PublishError::Rejected("refused".into()));
+    let relay = Running::start(db.relay(publisher.clone(), options));
     wait_until("old rows published or failed", WAIT, || async {
         db.counts().await
             == StatusCounts {
