@@ -222,6 +222,29 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    type TestCombiner = Combiner<&'static str, u32, u32>;
+
+    /// A combiner running one batch at a time that hands unclaimed outputs to the receiver.
+    fn combiner_reporting_unclaimed() -> (
+        Arc<TestCombiner>,
+        tokio::sync::mpsc::UnboundedReceiver<(&'static str, u32)>,
+    ) {
+        let (left_tx, left_rx) = tokio::sync::mpsc::unbounded_channel();
+        let combiner = Combiner::new(1, |_| 1).on_unclaimed(move |key: &&'static str, out| {
+            let _ = left_tx.send((*key, out));
+        });
+        (Arc::new(combiner), left_rx)
+    }
+
+    /// Waits (up to 5 s, else fails with `failure`) until no key has a slot left.
+    async fn wait_until_no_slot(combiner: &TestCombiner, failure: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !combiner.lock().is_empty() {
+            assert!(std::time::Instant::now() < deadline, "{failure}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     #[test]
     fn split_by_cuts_consecutive_runs() {
         assert_eq!(
@@ -257,20 +280,12 @@ mod tests {
         let batches = batches.load(Ordering::SeqCst);
         assert!(batches < 50, "calls that overlapped were combined: {batches} batches");
         // Callers are answered before the serving task's last look removes the slot.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !combiner.lock().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "a slot was left behind");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_until_no_slot(&combiner, "a slot was left behind").await;
     }
 
     #[tokio::test]
     async fn the_answer_of_a_caller_that_left_goes_to_the_unclaimed_handler() {
-        let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel();
-        let combiner: Arc<Combiner<&'static str, u32, u32>> =
-            Arc::new(Combiner::new(1, |_| 1).on_unclaimed(move |key, out| {
-                let _ = left_tx.send((*key, out));
-            }));
+        let (combiner, mut left_rx) = combiner_reporting_unclaimed();
         let (started_tx, started_rx) = oneshot::channel();
         let started_tx = Arc::new(Mutex::new(Some(started_tx)));
         let slow = combiner.clone();
@@ -300,11 +315,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_answer_sent_but_never_read_goes_to_the_unclaimed_handler() {
-        let (left_tx, mut left_rx) = tokio::sync::mpsc::unbounded_channel();
-        let combiner: Arc<Combiner<&'static str, u32, u32>> =
-            Arc::new(Combiner::new(1, |_| 1).on_unclaimed(move |key, out| {
-                let _ = left_tx.send((*key, out));
-            }));
+        let (combiner, mut left_rx) = combiner_reporting_unclaimed();
         let (served_tx, served_rx) = oneshot::channel();
         let served_tx = Arc::new(Mutex::new(Some(served_tx)));
         let mut call = Box::pin(combiner.submit("q", 9, move |_, requests: Vec<u32>| {
@@ -321,11 +332,7 @@ mod tests {
         assert!(call.as_mut().poll(&mut cx).is_pending());
         served_rx.await.expect("the batch ran");
         // Serving removes the slot only after every answer of the batch was sent.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while !combiner.lock().is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the answer was never sent");
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        wait_until_no_slot(&combiner, "the answer was never sent").await;
         assert!(left_rx.try_recv().is_err(), "sent, so not unclaimed yet");
         drop(call);
         assert_eq!(left_rx.try_recv().ok(), Some(("q", 9)));

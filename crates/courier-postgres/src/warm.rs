@@ -47,9 +47,13 @@ impl WarmConnections {
             }
             // Connections kept too long go back to the pool, also those below the top of the
             // stack that a quiet node would never reach again.
-            let (expired, fresh): (Vec<_>, Vec<_>) =
-                idle.drain(..).partition(|(_, since)| since.elapsed() >= KEEP_FOR_MAX);
-            *idle = fresh;
+            let too_old = |(_, since): &(_, Instant)| since.elapsed() >= KEEP_FOR_MAX;
+            let mut expired = Vec::new();
+            // Rebuilt only when something expired: no allocation per statement otherwise.
+            if idle.iter().any(too_old) {
+                let (old, fresh) = std::mem::take(&mut *idle).into_iter().partition(too_old);
+                (expired, *idle) = (old, fresh);
+            }
             (idle.pop(), expired)
         };
         // Handed back outside the lock.
