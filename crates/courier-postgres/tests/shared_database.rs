@@ -1,6 +1,7 @@
 //! What the embedded engine never had to prove: several engines (nodes) on one database keep
 //! every guarantee, receive stays an index scan on a big table, wake-ups cross nodes, and a
-//! database that cannot be reached fails requests fast.
+//! database that cannot be reached fails requests fast, and a node whose sessions were
+//! terminated serves again by itself.
 
 mod common;
 
@@ -500,6 +501,119 @@ async fn a_churning_queue_has_its_table_vacuumed_by_the_engine() {
         assert!(Instant::now() < deadline, "the engine never vacuumed the churned table");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Shutdown stops the engine's own maintenance (its `ANALYZE` and vacuums, here throttled to
+/// take minutes by the session's cost settings) instead of waiting for it: on a big table one
+/// run can take long, and a node being stopped should not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_running_maintenance() {
+    let schema = TestSchema::new();
+    // Every page touched costs more than the limit, so the run sleeps 100 ms per page.
+    let slow_maintenance = common::url_with("options=-c%20vacuum_cost_delay%3D100%20-c%20vacuum_cost_limit%3D1");
+    let engine = open_with_url(&schema, &slow_maintenance).await;
+    let q = queue("slow-maintenance");
+    let mut conn = schema.connect().await;
+    // 1 200 inserts start an ANALYZE, 1 200 leases and acks a vacuum (if the ANALYZE is done).
+    churn(&engine, &q, 1_200).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while maintenance_running(&mut conn, "count(*)").await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = maintenance_running(&mut conn, "count(*)").await > 0;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), engine.shutdown()).await;
+    // Orphaned runs would hold the table until their slow end; the schema is dropped next.
+    maintenance_running(&mut conn, "count(pg_terminate_backend(pid))").await;
+    assert!(started, "the engine started no ANALYZE or vacuum");
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "shutdown waited for maintenance: {stopped:?}"
+    );
+}
+
+/// An administrator (or a failover) terminates every session of a node, the connections it
+/// keeps between hot statements included: each dead connection fails at most one call, with
+/// `Unavailable` (a 503), and the node then serves again by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_sessions_were_terminated_recovers_by_itself() {
+    let schema = TestSchema::new();
+    let name = format!("courier_test_{}", schema.name);
+    let engine = open_with_url(&schema, &common::url_with(&format!("application_name={name}"))).await;
+    let q = queue("terminated");
+    churn(&engine, &q, 300).await;
+    let mut conn = schema.connect().await;
+    // The wake-up listener's session is terminated too, but serves no call.
+    let (serving, terminated): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE query NOT LIKE 'LISTEN %'), count(pg_terminate_backend(pid)) \
+         FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&name)
+    .fetch_one(&mut conn)
+    .await
+    .expect("terminate the node's sessions");
+    assert!(
+        serving > 0 && terminated > serving,
+        "the node's sessions: {serving} serving of {terminated}"
+    );
+    let mut failures = 0;
+    let mut in_a_row = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_a_row < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover ({failures} failures)"
+        );
+        match one_round_trip(&engine, &q).await {
+            Ok(()) => in_a_row += 1,
+            Err((kind, e)) => {
+                assert_eq!(kind, ErrorKind::Unavailable, "{e}");
+                failures += 1;
+                in_a_row = 0;
+            }
+        }
+    }
+    assert!(
+        failures <= serving,
+        "{failures} calls failed for {serving} terminated sessions: a dead connection was used twice"
+    );
+}
+
+/// A node on `schema` that connects with `url` (the test database's, with parameters added).
+async fn open_with_url(schema: &TestSchema, url: &str) -> PostgresEngine {
+    let options = PostgresOptions::new(url)
+        .expect("valid URL")
+        .schema(&schema.name)
+        .expect("valid schema name")
+        .connections_max(10);
+    PostgresEngine::open(options).await.expect("open")
+}
+
+/// Enqueues one message, receives and acks it: each a hot statement on a kept connection.
+/// A failure comes back as its kind and text.
+async fn one_round_trip(engine: &PostgresEngine, q: &QueueRef) -> Result<(), (ErrorKind, String)> {
+    let failed = |kind: ErrorKind, e: &dyn std::fmt::Display| (kind, e.to_string());
+    let enqueued = engine.enqueue(q, vec![NewMessage::new("again")]).await;
+    enqueued.map_err(|e| failed(e.kind(), &e))?;
+    let got = engine
+        .try_receive(q, &take(10))
+        .await
+        .map_err(|e| failed(e.kind(), &e))?;
+    let receipts: Vec<_> = got.deliveries.iter().map(|d| d.receipt()).collect();
+    for acked in engine.ack_many(q, &receipts).await.map_err(|e| failed(e.kind(), &e))? {
+        acked.map_err(|e| failed(e.kind(), &e))?;
+    }
+    Ok(())
+}
+
+/// `aggregate` over the backends analyzing or vacuuming this schema's `messages` table.
+async fn maintenance_running(conn: &mut sqlx::PgConnection, aggregate: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT {aggregate} FROM (SELECT pid FROM pg_stat_progress_vacuum WHERE relid = 'messages'::regclass \
+         UNION SELECT pid FROM pg_stat_progress_analyze WHERE relid = 'messages'::regclass) AS running"
+    ))
+    .fetch_one(conn)
+    .await
+    .expect("read maintenance progress")
 }
 
 /// Enqueues `n` messages, then receives and acks them all.

@@ -22,6 +22,13 @@ pub fn options(schema: &TestSchema, clock: Arc<dyn Clock>) -> PostgresOptions {
         .connections_max(10)
 }
 
+/// The test database's URL with the connection parameter `param` (`name=value`, URL-encoded).
+pub fn url_with(param: &str) -> String {
+    let url = url();
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{param}")
+}
+
 /// Opens an engine on `schema`; several engines on one schema behave like several nodes.
 pub async fn open(schema: &TestSchema, clock: Arc<dyn Clock>) -> PostgresEngine {
     match PostgresEngine::open(options(schema, clock)).await {
