@@ -1,6 +1,6 @@
 //! What the embedded engine never had to prove: several engines (nodes) on one database keep
 //! every guarantee, receive stays an index scan on a big table, wake-ups cross nodes, and a
-//! database that cannot be reached fails requests fast, and a node whose sessions were
+//! database that cannot be reached fails requests fast and a node whose sessions were
 //! terminated serves again by itself.
 
 mod common;
