@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::TestSchema;
 use courier_core::{
-    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, MessageStatus, NewMessage, QueueEngine, QueuePolicy,
-    QueueRef, ReceiveOptions, StorageError, SystemClock, Timestamp,
+    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, MessageId, MessageStatus, NewMessage, QueueEngine,
+    QueuePolicy, QueueRef, ReceiveBatch, ReceiveOptions, StorageError, SystemClock, Timestamp,
 };
 use courier_postgres::{plans, PostgresEngine, PostgresOptions};
 use serde_json::Value;
@@ -108,9 +108,41 @@ async fn stale_ack_refused_across_engines() {
 /// crosses nodes through LISTEN/NOTIFY (without it B would sleep its whole 5 s wait).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wake_up_crosses_engines() {
+    let (batch, took, id) = long_poll_across_nodes("polled", NewMessage::new("wake")).await;
+    assert_eq!(batch.deliveries.len(), 1);
+    assert_eq!(batch.deliveries[0].message.id, id);
+    assert!(
+        took < Duration::from_secs(1),
+        "woken {took:?} after the enqueue on the other node"
+    );
+}
+
+/// A delayed message enqueued on one node reaches a receiver long-polling on another when it
+/// falls due: the notification tells the receiver to look, and it then sleeps until the due
+/// time it found, well before the slow recheck (every 1.5-2.5 s) would have found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_wakes_a_receiver_on_another_node_when_due() {
+    let delay = Duration::from_millis(600);
+    let message = NewMessage::new("later").with_delay(delay);
+    let (batch, took, id) = long_poll_across_nodes("delayed", message).await;
+    assert_eq!(batch.deliveries.len(), 1);
+    assert_eq!(batch.deliveries[0].message.id, id);
+    assert!(
+        took >= delay,
+        "delivered {took:?} after the enqueue, before its delay of {delay:?}"
+    );
+    assert!(
+        took < delay + Duration::from_millis(500),
+        "delivered {took:?} after the enqueue: not when due ({delay:?})"
+    );
+}
+
+/// Has node `b` long-poll a fresh queue, then node `a` enqueue `message` once `b` sleeps.
+/// Returns what `b` received, how long after the enqueue, and the enqueued id.
+async fn long_poll_across_nodes(name: &str, message: NewMessage) -> (ReceiveBatch, Duration, MessageId) {
     let schema = TestSchema::new();
     let (a, b) = two_nodes(&schema, Arc::new(SystemClock)).await;
-    let q = queue("polled");
+    let q = queue(name);
     a.set_policy(&q, QueuePolicy::default()).await.expect("set_policy");
     let receiver = {
         let (b, q) = (b.clone(), q.clone());
@@ -131,15 +163,9 @@ async fn wake_up_crosses_engines() {
     // Let the receiver settle into its sleep, so only a notification can wake it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let enqueued_at = Instant::now();
-    let id = a.enqueue(&q, vec![NewMessage::new("wake")]).await.expect("enqueue")[0].id;
+    let id = a.enqueue(&q, vec![message]).await.expect("enqueue")[0].id;
     let (batch, returned_at) = receiver.await.expect("receiver task");
-    let took = returned_at.duration_since(enqueued_at);
-    assert_eq!(batch.deliveries.len(), 1);
-    assert_eq!(batch.deliveries[0].message.id, id);
-    assert!(
-        took < Duration::from_secs(1),
-        "woken {took:?} after the enqueue on the other node"
-    );
+    (batch, returned_at.duration_since(enqueued_at), id)
 }
 
 /// Producers on both nodes fill four ordering groups while consumers on both nodes drain them:
