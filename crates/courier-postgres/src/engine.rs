@@ -1,6 +1,7 @@
 //! [`PostgresEngine`]: the `QueueEngine` over a PostgreSQL schema that any number of Courier
 //! nodes may share.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +30,8 @@ use crate::tx::{transaction, Core};
 pub struct PostgresEngine {
     core: Arc<Core>,
     hot: HotPath,
+    /// See [`PostgresOptions::operation_timeout`].
+    operation_timeout: Duration,
     /// The wake-up listener, notifier and idempotency sweeper tasks, stopped on shutdown and
     /// drop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -74,6 +77,7 @@ impl PostgresEngine {
         ];
         Ok(Self {
             hot: HotPath::new(core.clone()),
+            operation_timeout: opts.operation_timeout,
             core,
             tasks: Mutex::new(tasks),
         })
@@ -88,6 +92,34 @@ impl PostgresEngine {
     /// The schema the engine's tables live in.
     pub fn schema(&self) -> &str {
         &self.core.schema
+    }
+
+    /// Runs `operation`, failing it with `Unavailable` if the database has not answered
+    /// within the operation timeout. Dropping it there is safe: a transaction not yet committed
+    /// rolls back, and the hot path's statements run on tasks of their own that finish (or
+    /// fail) once the database answers again.
+    async fn bounded<T, E: From<StorageError>>(&self, operation: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+        tokio::time::timeout(self.operation_timeout, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::Unavailable(format!(
+                    "postgres did not answer within {} ms; the operation's outcome is unknown",
+                    self.operation_timeout.as_millis()
+                ))
+                .into())
+            })
+    }
+
+    /// One page of the queue's live messages or dead letters, in enqueue order.
+    async fn list(&self, queue: &QueueRef, side: Side, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
+        self.bounded(async {
+            opts.validate()?;
+            let core = &self.core;
+            transaction!(core, finish, |ctx| crate::admin::list(&mut ctx, queue, side, opts))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        })
+        .await
     }
 
     fn stop_tasks(&self) {
@@ -188,13 +220,19 @@ fn encode_state(value: &Value) -> Result<String, InvalidInput> {
 #[async_trait]
 impl QueueEngine for PostgresEngine {
     async fn enqueue(&self, queue: &QueueRef, messages: Vec<NewMessage>) -> Result<Vec<Enqueued>, EnqueueError> {
-        validate_batch(&messages)?;
-        Ok(self.hot.enqueue(queue, messages).await?)
+        self.bounded(async {
+            validate_batch(&messages)?;
+            Ok(self.hot.enqueue(queue, messages).await?)
+        })
+        .await
     }
 
     async fn try_receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Result<ReceiveBatch, QueueError> {
-        opts.validate()?;
-        Ok(self.hot.receive(queue, opts).await?)
+        self.bounded(async {
+            opts.validate()?;
+            Ok(self.hot.receive(queue, opts).await?)
+        })
+        .await
     }
 
     async fn ack_many(
@@ -202,38 +240,48 @@ impl QueueEngine for PostgresEngine {
         queue: &QueueRef,
         receipts: &[Receipt],
     ) -> Result<Vec<Result<(), LeaseError>>, StorageError> {
-        self.hot.ack_many(queue, receipts.to_vec()).await
+        self.bounded(async { self.hot.ack_many(queue, receipts.to_vec()).await })
+            .await
     }
 
     async fn nack(&self, queue: &QueueRef, receipt: &Receipt, intent: NackIntent) -> Result<(), LeaseError> {
-        intent.validate()?;
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::lease::nack(
-            &mut ctx,
-            queue,
-            receipt,
-            intent.clone()
-        ))
+        self.bounded(async {
+            intent.validate()?;
+            let core = &self.core;
+            transaction!(core, finish, |ctx| crate::lease::nack(
+                &mut ctx,
+                queue,
+                receipt,
+                intent.clone()
+            ))
+            .await
+            .unwrap_or_else(|e| Err(e.into()))
+        })
         .await
-        .unwrap_or_else(|e| Err(e.into()))
     }
 
     async fn extend(&self, queue: &QueueRef, receipt: &Receipt, by: Duration) -> Result<Lease, LeaseError> {
-        check_duration("by_ms", millis(by), LEASE_MIN, LEASE_MAX)?;
-        let core = &self.core;
-        let lease = transaction!(core, finish, |ctx| crate::lease::extend(&mut ctx, queue, receipt, by))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))?;
-        // The new deadline may come before the sweep planned for the old one.
-        core.cache.sweep_by(queue, lease.deadline);
-        Ok(lease)
+        self.bounded(async {
+            check_duration("by_ms", millis(by), LEASE_MIN, LEASE_MAX)?;
+            let core = &self.core;
+            let lease = transaction!(core, finish, |ctx| crate::lease::extend(&mut ctx, queue, receipt, by))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))?;
+            // The new deadline may come before the sweep planned for the old one.
+            core.cache.sweep_by(queue, lease.deadline);
+            Ok(lease)
+        })
+        .await
     }
 
     async fn get_state(&self, queue: &QueueRef, receipt: &Receipt) -> Result<StateDoc, StateError> {
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::lease::get_state(&mut ctx, queue, receipt))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))
+        self.bounded(async {
+            let core = &self.core;
+            transaction!(core, finish, |ctx| crate::lease::get_state(&mut ctx, queue, receipt))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        })
+        .await
     }
 
     async fn put_state(
@@ -243,37 +291,34 @@ impl QueueEngine for PostgresEngine {
         value: Value,
         if_match: Option<Etag>,
     ) -> Result<Etag, StateError> {
-        let encoded = encode_state(&value)?;
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::lease::put_state(
-            &mut ctx,
-            queue,
-            receipt,
-            &encoded,
-            if_match.as_ref()
-        ))
+        self.bounded(async {
+            let encoded = encode_state(&value)?;
+            let core = &self.core;
+            transaction!(core, finish, |ctx| crate::lease::put_state(
+                &mut ctx,
+                queue,
+                receipt,
+                &encoded,
+                if_match.as_ref()
+            ))
+            .await
+            .unwrap_or_else(|e| Err(e.into()))
+        })
         .await
-        .unwrap_or_else(|e| Err(e.into()))
     }
 
     async fn get_message(&self, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::get_message(&mut ctx, queue, id))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))
+        self.bounded(async {
+            let core = &self.core;
+            transaction!(core, finish, |ctx| crate::admin::get_message(&mut ctx, queue, id))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))
+        })
+        .await
     }
 
     async fn list_messages(&self, queue: &QueueRef, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
-        opts.validate()?;
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::list(
-            &mut ctx,
-            queue,
-            Side::Live,
-            opts
-        ))
-        .await
-        .unwrap_or_else(|e| Err(e.into()))
+        self.list(queue, Side::Live, opts).await
     }
 
     async fn purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
@@ -284,8 +329,11 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn list_queues(&self, namespace: Option<&Namespace>) -> Result<Vec<QueueSummary>, StorageError> {
-        let core = &self.core;
-        transaction!(core, finish_ok, |ctx| crate::queues::list(&mut ctx, namespace)).await
+        self.bounded(async {
+            let core = &self.core;
+            transaction!(core, finish_ok, |ctx| crate::queues::list(&mut ctx, namespace)).await
+        })
+        .await
     }
 
     async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
@@ -298,44 +346,44 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn set_policy(&self, queue: &QueueRef, policy: QueuePolicy) -> Result<(), QueueError> {
-        policy.validate()?;
-        let core = &self.core;
-        let set = transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
-            &mut ctx, queue, &policy
-        ))
-        .await;
-        core.cache.forget(queue);
-        Ok(set?)
+        self.bounded(async {
+            policy.validate()?;
+            let core = &self.core;
+            let set = transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
+                &mut ctx, queue, &policy
+            ))
+            .await;
+            core.cache.forget(queue);
+            Ok(set?)
+        })
+        .await
     }
 
     async fn policy(&self, queue: &QueueRef) -> Result<QueuePolicy, QueueError> {
-        let core = &self.core;
-        let meta = transaction!(core, finish, |ctx| crate::queues::require(&mut ctx, queue))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))?;
-        Ok(meta.policy)
+        self.bounded(async {
+            let core = &self.core;
+            let meta = transaction!(core, finish, |ctx| crate::queues::require(&mut ctx, queue))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))?;
+            Ok(meta.policy)
+        })
+        .await
     }
 
     async fn stats(&self, queue: &QueueRef) -> Result<QueueStats, QueueError> {
-        let core = &self.core;
-        let mut stats = transaction!(core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))?;
-        stats.waiting_receivers = self.core.hub.waiting(queue);
-        Ok(stats)
+        self.bounded(async {
+            let core = &self.core;
+            let mut stats = transaction!(core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
+                .await
+                .unwrap_or_else(|e| Err(e.into()))?;
+            stats.waiting_receivers = self.core.hub.waiting(queue);
+            Ok(stats)
+        })
+        .await
     }
 
     async fn dlq_list(&self, queue: &QueueRef, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
-        opts.validate()?;
-        let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::list(
-            &mut ctx,
-            queue,
-            Side::Dead,
-            opts
-        ))
-        .await
-        .unwrap_or_else(|e| Err(e.into()))
+        self.list(queue, Side::Dead, opts).await
     }
 
     async fn dlq_purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
@@ -363,11 +411,14 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn ready(&self) -> Result<(), StorageError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.core.pool)
-            .await
-            .map(drop)
-            .map_err(storage)
+        self.bounded(async {
+            sqlx::query("SELECT 1")
+                .execute(&self.core.pool)
+                .await
+                .map(drop)
+                .map_err(storage)
+        })
+        .await
     }
 
     fn wait_hub(&self) -> &WaitHub {

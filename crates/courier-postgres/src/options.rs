@@ -24,6 +24,7 @@ pub struct PostgresOptions {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) connections_max: u32,
     pub(crate) acquire_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
     pub(crate) idempotency_sweep_interval: Duration,
 }
 
@@ -39,6 +40,7 @@ impl fmt::Debug for PostgresOptions {
             .field("clock", &self.clock)
             .field("connections_max", &self.connections_max)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("operation_timeout", &self.operation_timeout)
             .field("idempotency_sweep_interval", &self.idempotency_sweep_interval)
             .finish()
     }
@@ -78,6 +80,18 @@ impl PostgresOptions {
     /// `StorageError::Unavailable`; short, so a down database fails requests fast. Default 2 s.
     pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Longest an operation may wait for the database once it has a connection before it
+    /// fails with `StorageError::Unavailable` (a 503): a server that stopped answering
+    /// (frozen, or cut off without the connection being reset) would otherwise hold requests
+    /// until TCP gives up, minutes later. Applies to every operation except the bulk ones whose
+    /// work grows with the queue (purge, queue deletion, DLQ purge and redrive); a long poll
+    /// applies it to each look at the queue, not to its wait. An operation that timed out may
+    /// still have committed, as after a connection lost mid-commit. Default 10 s.
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -133,6 +147,7 @@ impl FromStr for PostgresOptions {
             clock: Arc::new(SystemClock),
             connections_max: 16,
             acquire_timeout: Duration::from_secs(2),
+            operation_timeout: Duration::from_secs(10),
             idempotency_sweep_interval: Duration::from_secs(30),
         };
         match schema {

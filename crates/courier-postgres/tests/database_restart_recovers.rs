@@ -1,6 +1,7 @@
-//! Connection loss, on a throwaway cluster this test may stop (never the shared server): while
-//! the database is down requests fail fast with `Unavailable`; once it is back the engine
-//! recovers by itself, acknowledged messages are still there, and cross-node wake-ups resume.
+//! Connection loss, on a throwaway cluster these tests may stop or freeze (never the shared
+//! server): while the database is down or not answering, requests fail fast with
+//! `Unavailable`; once it is back the engine recovers by itself, acknowledged messages are
+//! still there, and cross-node wake-ups resume.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,4 +109,70 @@ async fn database_restart_fails_fast_then_recovers() {
         resumed = woken_across_nodes(&a, &b, &q).await;
     }
     assert!(resumed, "cross-node wake-ups did not resume after the restart");
+}
+
+/// A database that stops answering without closing its connections (a hung host, a network
+/// path that silently drops packets): calls on open connections fail with `Unavailable` once
+/// the operation timeout has passed instead of hanging until TCP gives up, the node keeps
+/// running, and once the server answers again everything works as before and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recovers() {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let opts = PostgresOptions::new(&pg.url())
+        .expect("valid URL")
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT);
+    let node = PostgresEngine::open(opts).await.expect("open on the throwaway cluster");
+    let q = QueueRef::parse("frozen", "q").expect("valid name");
+    let kept = node
+        .enqueue(&q, vec![NewMessage::new("before")])
+        .await
+        .expect("enqueue")[0]
+        .id;
+
+    let freezer = pg.clone();
+    blocking(move || freezer.freeze()).await;
+    let started = Instant::now();
+    let e = node
+        .enqueue(&q, vec![NewMessage::new("while frozen")])
+        .await
+        .expect_err("nothing answers");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "enqueue: got {e:?}");
+    let e = node
+        .try_receive(&q, &ReceiveOptions::default())
+        .await
+        .expect_err("nothing answers");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "receive: got {e:?}");
+    let e = node.get_message(&q, kept).await.expect_err("nothing answers");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "get: got {e:?}");
+    let e = node.ready().await.expect_err("not ready while frozen");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "ready: got {e:?}");
+    // Each call waits at most the operation timeout (or the acquire timeout for a new
+    // connection, which a frozen server does not accept either).
+    assert!(started.elapsed() < FAIL_FAST, "four calls took {:?}", started.elapsed());
+
+    let thawer = pg.clone();
+    blocking(move || thawer.thaw()).await;
+    let deadline = Instant::now() + RECOVERY_MAX;
+    while node.ready().await.is_err() {
+        assert!(Instant::now() < deadline, "the node did not recover");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The receive that timed out leased it once the server answered, for no one: the lease
+    // is given back in the background, so it may take a moment to come back.
+    let mut seen = Vec::new();
+    while !seen.iter().any(|p: &Vec<u8>| p == b"before") {
+        assert!(
+            Instant::now() < deadline,
+            "the message from before the freeze is lost: {seen:?}"
+        );
+        let opts = ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::from_millis(500),
+            ..ReceiveOptions::default()
+        };
+        let got = node.receive(&q, &opts).await.expect("receive");
+        seen.extend(got.deliveries.iter().map(|d| d.message.payload.to_vec()));
+    }
 }

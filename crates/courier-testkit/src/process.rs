@@ -117,6 +117,32 @@ impl ThrowawayPostgres {
             .arg("stop"));
     }
 
+    /// Freezes the server (SIGSTOP to the postmaster and every backend): connections stay
+    /// open but nothing answers, as when a database host hangs or a network path silently drops
+    /// packets. [`thaw`](Self::thaw) resumes it.
+    pub fn freeze(&self) {
+        self.signal_all("-STOP").expect("freeze the throwaway server");
+    }
+
+    /// Resumes a server [`freeze`](Self::freeze) stopped.
+    pub fn thaw(&self) {
+        self.signal_all("-CONT").expect("thaw the throwaway server");
+    }
+
+    /// Sends `signal` to the postmaster (the first line of `postmaster.pid`) and its children.
+    fn signal_all(&self, signal: &str) -> Result<(), String> {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).map_err(|e| e.to_string())?;
+        let postmaster = pid_file.lines().next().ok_or("postmaster.pid is empty")?.trim();
+        // Children first, so none runs on for long under a stopped parent; pkill exits 1 when
+        // there is none, which is no failure here.
+        let _ = Command::new("pkill").args([signal, "-P", postmaster]).output();
+        let killed = Command::new("kill").args([signal, postmaster]).status();
+        match killed {
+            Ok(status) if status.success() => Ok(()),
+            other => Err(format!("kill {signal} {postmaster}: {other:?}")),
+        }
+    }
+
     /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -125,6 +151,8 @@ impl ThrowawayPostgres {
 
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
+        // A frozen server would not act on the stop signal.
+        let _ = self.signal_all("-CONT");
         let _ = self
             .tool("pg_ctl")
             .args(["-m", "immediate", "-D"])
