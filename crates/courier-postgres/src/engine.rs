@@ -16,7 +16,7 @@ use courier_core::{
 };
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Executor, PgPool};
+use sqlx::{Connection, Executor, PgPool};
 use tokio::task::JoinHandle;
 
 use crate::admin::Side;
@@ -62,6 +62,7 @@ impl PostgresEngine {
             hub.clone(),
             notifier.clone(),
             opts.schema.clone(),
+            opts.operation_timeout,
         ));
         let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
         let tasks = vec![
@@ -169,6 +170,7 @@ fn connect(opts: &PostgresOptions) -> PgPool {
          SET client_min_messages TO warning; SET plan_cache_mode TO force_generic_plan; SET enable_seqscan TO off",
         opts.schema
     );
+    let release_timeout = opts.operation_timeout;
     PgPoolOptions::new()
         .max_connections(opts.connections_max)
         .acquire_timeout(opts.acquire_timeout)
@@ -177,6 +179,19 @@ fn connect(opts: &PostgresOptions) -> PgPool {
         // `Unavailable` (a retryable error) and is dropped, as it would if the database went
         // away between the ping and the query.
         .test_before_acquire(false)
+        // Bounds the release check: sqlx pings every connection handed back, first waiting for
+        // the answers to whatever was left unread on it, and with no limit a connection to a
+        // host that vanished without closing its sockets would hold its pool slot until TCP
+        // gives up (many minutes). This ping runs first, bounded; an error closes the
+        // connection at once. (sqlx's own ping follows; on a sound connection both are quick.)
+        .after_release(move |conn, _meta| {
+            Box::pin(async move {
+                match tokio::time::timeout(release_timeout, conn.ping()).await {
+                    Ok(pinged) => pinged.map(|()| true),
+                    Err(_) => Err(crate::tx::timed_out(release_timeout)),
+                }
+            })
+        })
         .after_connect(move |conn, _meta| {
             let session = session.clone();
             Box::pin(async move {
@@ -323,7 +338,7 @@ impl QueueEngine for PostgresEngine {
 
     async fn purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Live))
+        transaction!(unbounded: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Live))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }
@@ -338,7 +353,7 @@ impl QueueEngine for PostgresEngine {
 
     async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
         let core = &self.core;
-        let deleted = transaction!(core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
+        let deleted = transaction!(unbounded: core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
             .await
             .unwrap_or_else(|e| Err(e.into()));
         core.cache.forget(queue);
@@ -346,17 +361,19 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn set_policy(&self, queue: &QueueRef, policy: QueuePolicy) -> Result<(), QueueError> {
-        self.bounded(async {
-            policy.validate()?;
-            let core = &self.core;
-            let set = transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
-                &mut ctx, queue, &policy
-            ))
+        policy.validate()?;
+        let core = &self.core;
+        let set = self
+            .bounded(async {
+                transaction!(core, finish_ok, |ctx| crate::queues::set_policy(
+                    &mut ctx, queue, &policy
+                ))
+                .await
+            })
             .await;
-            core.cache.forget(queue);
-            Ok(set?)
-        })
-        .await
+        // Also after a timeout: the change may have committed.
+        core.cache.forget(queue);
+        Ok(set?)
     }
 
     async fn policy(&self, queue: &QueueRef) -> Result<QueuePolicy, QueueError> {
@@ -371,15 +388,13 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn stats(&self, queue: &QueueRef) -> Result<QueueStats, QueueError> {
-        self.bounded(async {
-            let core = &self.core;
-            let mut stats = transaction!(core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
-                .await
-                .unwrap_or_else(|e| Err(e.into()))?;
-            stats.waiting_receivers = self.core.hub.waiting(queue);
-            Ok(stats)
-        })
-        .await
+        // Not bounded: counting reads every row of the queue, which takes long on a deep one.
+        let core = &self.core;
+        let mut stats = transaction!(unbounded: core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
+            .await
+            .unwrap_or_else(|e| Err(e.into()))?;
+        stats.waiting_receivers = self.core.hub.waiting(queue);
+        Ok(stats)
     }
 
     async fn dlq_list(&self, queue: &QueueRef, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
@@ -388,14 +403,14 @@ impl QueueEngine for PostgresEngine {
 
     async fn dlq_purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Dead))
+        transaction!(unbounded: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Dead))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }
 
     async fn dlq_redrive(&self, queue: &QueueRef, which: Redrive) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(core, finish, |ctx| crate::admin::redrive(&mut ctx, queue, &which))
+        transaction!(unbounded: core, finish, |ctx| crate::admin::redrive(&mut ctx, queue, &which))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }
@@ -406,7 +421,14 @@ impl QueueEngine for PostgresEngine {
         self.stop_tasks();
         let closing = self.core.pool.close();
         self.core.warm.release_all();
-        closing.await;
+        // Connections still waiting on a server that stopped answering are each closed by
+        // the release check within the operation timeout; a bulk operation may run longer.
+        if tokio::time::timeout(self.operation_timeout, closing).await.is_err() {
+            tracing::warn!(
+                timeout_ms = self.operation_timeout.as_millis(),
+                "shut down with connections still busy (a long bulk operation, or a database that stopped answering)"
+            );
+        }
         Ok(())
     }
 

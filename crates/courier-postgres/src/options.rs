@@ -83,13 +83,18 @@ impl PostgresOptions {
         self
     }
 
-    /// Longest an operation may wait for the database once it has a connection before it
-    /// fails with `StorageError::Unavailable` (a 503): a server that stopped answering
-    /// (frozen, or cut off without the connection being reset) would otherwise hold requests
-    /// until TCP gives up, minutes later. Applies to every operation except the bulk ones whose
-    /// work grows with the queue (purge, queue deletion, DLQ purge and redrive); a long poll
-    /// applies it to each look at the queue, not to its wait. An operation that timed out may
-    /// still have committed, as after a connection lost mid-commit. Default 10 s.
+    /// Longest an operation may take before it fails with `StorageError::Unavailable` (a 503),
+    /// waiting for a connection and behind other calls of its queue included: a server that
+    /// stopped answering (frozen, or gone without its connections being reset) would otherwise
+    /// hold requests until TCP gives up, many minutes later. The statements themselves are
+    /// bounded the same way (also those run for several callers at once), and a connection
+    /// that timed out is closed rather than used again, so the pool does not fill up with
+    /// connections to a vanished server. Applies to every operation except the bulk ones whose
+    /// work grows with the queue (purge, queue deletion, DLQ purge and redrive, stats); a long
+    /// poll applies it to each look at the queue, not to its wait. An operation that timed out
+    /// may still take effect, possibly much later if the server was only frozen: retry with
+    /// an idempotency key where a duplicate matters. Keep it above the acquire timeout, which
+    /// then still decides how long a call waits for a connection. Default 10 s.
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout.max(Duration::from_millis(1));
         self

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use courier_core::{Clock, MessageId, MessageIdGenerator, QueueRef, StorageError, Timestamp, WaitHub};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
@@ -35,6 +36,8 @@ pub(crate) struct Core {
     pub(crate) cache: QueueCache,
     /// Connections kept for the hot path's autocommitted statements.
     pub(crate) warm: WarmConnections,
+    /// See [`crate::PostgresOptions::operation_timeout`].
+    pub(crate) operation_timeout: Duration,
     ids: Mutex<MessageIdGenerator>,
 }
 
@@ -45,6 +48,7 @@ impl Core {
         hub: Arc<WaitHub>,
         notifier: Arc<Notifier>,
         schema: String,
+        operation_timeout: Duration,
     ) -> Self {
         let channel = crate::wake::channel(&schema);
         let warm = WarmConnections::for_pool_of(pool.options().get_max_connections());
@@ -56,6 +60,7 @@ impl Core {
             schema,
             channel,
             notifier,
+            operation_timeout,
             cache: QueueCache::default(),
             ids: Mutex::new(MessageIdGenerator::new()),
         }
@@ -81,9 +86,20 @@ impl Core {
     /// statements (see [`WarmConnections`]).
     pub(crate) async fn on_warm<T>(&self, statement: impl AsyncFnOnce(&mut PgConnection) -> Db<T>) -> Db<T> {
         let mut conn = self.warm.take(&self.pool).await?;
-        let outcome = statement(&mut conn).await;
+        let outcome = self.within(statement(&mut conn)).await;
         conn.settle(&outcome);
         outcome
+    }
+
+    /// Runs `work` (statements on a connection it holds), failing it with a timed-out I/O
+    /// error once the operation timeout has passed: the connection may be waiting on a server
+    /// that will never answer (a host gone without closing its sockets), and the work may run
+    /// on a combiner's task that every later call of its queue waits for. A connection dropped
+    /// this way is closed by the pool's release check rather than used again.
+    pub(crate) async fn within<T>(&self, work: impl Future<Output = Db<T>>) -> Db<T> {
+        tokio::time::timeout(self.operation_timeout, work)
+            .await
+            .unwrap_or_else(|_| Err(timed_out(self.operation_timeout)))
     }
 
     /// `n` fresh ids stamped `now`, increasing in the order returned.
@@ -179,6 +195,15 @@ impl Ctx<'_> {
     }
 }
 
+/// The error of a database call that got no answer within `limit`: an I/O error, so the
+/// connection is treated as broken and the caller gets `Unavailable`.
+pub(crate) fn timed_out(limit: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("postgres did not answer within {} ms", limit.as_millis()),
+    ))
+}
+
 /// Runs `attempt` (one whole transaction) again while PostgreSQL reports a deadlock or a
 /// serialization failure, which roll the transaction back and leave nothing changed.
 pub(crate) async fn retry<T, F, Fut>(mut attempt: F) -> Result<T, StorageError>
@@ -200,13 +225,24 @@ where
 
 /// Runs `$op` (an expression that uses `$ctx`, a fresh transaction on `$core`) and ends the
 /// transaction with `$finish` (`finish` or `finish_ok`, see [`Ctx`]); the whole is run again
-/// when PostgreSQL rolls it back for a deadlock or serialization failure.
+/// when PostgreSQL rolls it back for a deadlock or serialization failure. Each run is bounded
+/// by the operation timeout ([`Core::within`]), except with `unbounded:` first, for the bulk
+/// operations whose work grows with the queue.
 macro_rules! transaction {
-    ($core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
+    (unbounded: $core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
         $crate::tx::retry(|| async {
             let mut $ctx = $crate::tx::Ctx::begin($core).await?;
             let result = $op.await;
             $ctx.$finish(result).await
+        })
+    };
+    ($core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
+        $crate::tx::retry(|| {
+            $core.within(async {
+                let mut $ctx = $crate::tx::Ctx::begin($core).await?;
+                let result = $op.await;
+                $ctx.$finish(result).await
+            })
         })
     };
 }

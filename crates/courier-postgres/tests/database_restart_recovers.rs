@@ -134,19 +134,26 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
     let freezer = pg.clone();
     blocking(move || freezer.freeze()).await;
     let started = Instant::now();
-    let e = node
-        .enqueue(&q, vec![NewMessage::new("while frozen")])
+    // Each call bounded here too, so a regression fails the test instead of hanging it.
+    let e = tokio::time::timeout(FAIL_FAST, node.enqueue(&q, vec![NewMessage::new("while frozen")]))
         .await
+        .expect("the enqueue came back")
         .expect_err("nothing answers");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "enqueue: got {e:?}");
-    let e = node
-        .try_receive(&q, &ReceiveOptions::default())
+    let e = tokio::time::timeout(FAIL_FAST, node.try_receive(&q, &ReceiveOptions::default()))
         .await
+        .expect("the receive came back")
         .expect_err("nothing answers");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "receive: got {e:?}");
-    let e = node.get_message(&q, kept).await.expect_err("nothing answers");
+    let e = tokio::time::timeout(FAIL_FAST, node.get_message(&q, kept))
+        .await
+        .expect("the get came back")
+        .expect_err("nothing answers");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "get: got {e:?}");
-    let e = node.ready().await.expect_err("not ready while frozen");
+    let e = tokio::time::timeout(FAIL_FAST, node.ready())
+        .await
+        .expect("the readiness check came back")
+        .expect_err("not ready while frozen");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "ready: got {e:?}");
     // Each call waits at most the operation timeout (or the acquire timeout for a new
     // connection, which a frozen server does not accept either).
@@ -159,8 +166,8 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
         assert!(Instant::now() < deadline, "the node did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The receive that timed out leased it once the server answered, for no one: the lease
-    // is given back in the background, so it may take a moment to come back.
+    // Had a receive leased it once the server answered, for a caller gone by then, the lease
+    // would be given back in the background: allow a moment for it to come back.
     let mut seen = Vec::new();
     while !seen.iter().any(|p: &Vec<u8>| p == b"before") {
         assert!(

@@ -581,23 +581,7 @@ async fn a_node_whose_sessions_were_terminated_recovers_by_itself() {
         serving > 0 && terminated > serving,
         "the node's sessions: {serving} serving of {terminated}"
     );
-    let mut failures = 0;
-    let mut in_a_row = 0;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while in_a_row < 30 {
-        assert!(
-            Instant::now() < deadline,
-            "the node did not recover ({failures} failures)"
-        );
-        match one_round_trip(&engine, &q).await {
-            Ok(()) => in_a_row += 1,
-            Err((kind, e)) => {
-                assert_eq!(kind, ErrorKind::Unavailable, "{e}");
-                failures += 1;
-                in_a_row = 0;
-            }
-        }
-    }
+    let failures = i64::try_from(failures_until_recovered(&engine, &q).await).expect("a count");
     assert!(
         failures <= serving,
         "{failures} calls failed for {serving} terminated sessions: a dead connection was used twice"
@@ -612,6 +596,68 @@ async fn open_with_url(schema: &TestSchema, url: &str) -> PostgresEngine {
         .expect("valid schema name")
         .connections_max(10);
     PostgresEngine::open(options).await.expect("open")
+}
+
+/// The database host vanishes without closing its connections (every open connection goes
+/// silent; new ones reach a healthy server, as after a failover): calls on the silent
+/// connections fail with `Unavailable` after the operation timeout, the pool closes those
+/// connections within the timeout instead of holding their slots until TCP gives up, the
+/// combiners' statements end too, and the node serves again on new connections by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    let schema = TestSchema::new();
+    let upstream = url_host_port(&common::url());
+    let proxy = courier_testkit::network::Proxy::start("127.0.0.1:0".parse().expect("addr"), upstream.clone()).await;
+    let through_proxy = common::url().replacen(&upstream, &proxy.addr.to_string(), 1);
+    let options = PostgresOptions::new(&through_proxy)
+        .expect("valid URL")
+        .schema(&schema.name)
+        .expect("valid schema name")
+        .connections_max(6)
+        .acquire_timeout(Duration::from_secs(1))
+        .operation_timeout(OPERATION_TIMEOUT);
+    let engine = PostgresEngine::open(options).await.expect("open through the proxy");
+    let q = queue("silent");
+    churn(&engine, &q, 300).await;
+
+    proxy.blackhole();
+    let failures = failures_until_recovered(&engine, &q).await;
+    assert!(
+        failures > 0,
+        "the silent connections were never used: the test proved nothing"
+    );
+    proxy.stop().await;
+}
+
+/// Runs round trips on `engine` until 30 in a row succeed (at most 20 s); every failure must
+/// be `Unavailable`. Returns how many failed.
+async fn failures_until_recovered(engine: &PostgresEngine, q: &QueueRef) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut failures, mut in_a_row) = (0, 0);
+    while in_a_row < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the node did not recover ({failures} failed calls)"
+        );
+        // Bounded here too, so a call that hangs fails the test instead of stalling it.
+        let attempt = tokio::time::timeout(Duration::from_secs(10), one_round_trip(engine, q)).await;
+        match attempt.expect("a round trip hung") {
+            Ok(()) => in_a_row += 1,
+            Err((kind, e)) => {
+                assert_eq!(kind, ErrorKind::Unavailable, "{e}");
+                failures += 1;
+                in_a_row = 0;
+            }
+        }
+    }
+    failures
+}
+
+/// `host:port` of a `postgres://user@host:port/db…` URL.
+fn url_host_port(url: &str) -> String {
+    let after_user = url.split_once('@').map_or(url, |(_, rest)| rest);
+    after_user.split(['/', '?']).next().unwrap_or(after_user).to_owned()
 }
 
 /// Enqueues one message, receives and acks it: each a hot statement on a kept connection.

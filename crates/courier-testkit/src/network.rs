@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use courier_core::PublishError;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// Asserts that every result is `Unavailable` and came back within `limit` of `started`.
@@ -25,11 +26,14 @@ pub async fn closed_port() -> u16 {
 }
 
 /// Forwards connections on `addr` to `upstream` until stopped; stopping closes every
-/// forwarded connection, as a server going away would.
+/// forwarded connection, as a server going away would. [`Proxy::blackhole`] plays the other
+/// way a server goes away: its connections stay open and silent.
 pub struct Proxy {
     /// Where the proxy listens.
     pub addr: SocketAddr,
     task: JoinHandle<()>,
+    /// Bumped by [`Proxy::blackhole`]; a connection made before the bump goes silent.
+    generation: watch::Sender<u64>,
 }
 
 impl Proxy {
@@ -37,18 +41,41 @@ impl Proxy {
     pub async fn start(addr: SocketAddr, upstream: String) -> Self {
         let listener = TcpListener::bind(addr).await.expect("bind proxy");
         let addr = listener.local_addr().expect("proxy addr");
+        let (generation, watching) = watch::channel(0_u64);
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             while let Ok((mut inbound, _)) = listener.accept().await {
                 let upstream = upstream.clone();
+                let mut watching = watching.clone();
+                let born = *watching.borrow_and_update();
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    let Ok(mut outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        () = async {
+                            // A proxy dropped without `stop` keeps forwarding.
+                            if watching.wait_for(|now| *now > born).await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        } => {
+                            // Nothing is forwarded any more, and nothing is closed: both ends
+                            // wait for answers that never come, until the proxy stops.
+                            std::future::pending::<()>().await;
+                        }
                     }
                 });
             }
         });
-        Self { addr, task }
+        Self { addr, task, generation }
+    }
+
+    /// Makes every connection forwarded so far go silent (open, but nothing passes either
+    /// way), as with a database host that hangs or a network path that drops its packets;
+    /// connections made afterwards are forwarded as before (a failover to a healthy server).
+    pub fn blackhole(&self) {
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// Stops listening and drops every forwarded connection.

@@ -134,8 +134,11 @@ impl ThrowawayPostgres {
         let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).map_err(|e| e.to_string())?;
         let postmaster = pid_file.lines().next().ok_or("postmaster.pid is empty")?.trim();
         // Children first, so none runs on for long under a stopped parent; pkill exits 1 when
-        // there is none, which is no failure here.
-        let _ = Command::new("pkill").args([signal, "-P", postmaster]).output();
+        // there is none, which is no failure here (2 and up are).
+        let children = Command::new("pkill").args([signal, "-P", postmaster]).status();
+        if !matches!(children.as_ref().map(|s| s.code()), Ok(Some(0 | 1))) {
+            return Err(format!("pkill {signal} -P {postmaster}: {children:?}"));
+        }
         let killed = Command::new("kill").args([signal, postmaster]).status();
         match killed {
             Ok(status) if status.success() => Ok(()),
