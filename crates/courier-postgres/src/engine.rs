@@ -72,9 +72,15 @@ impl PostgresEngine {
                 core.notifier.node().to_owned(),
                 hub,
                 listener,
+                opts.operation_timeout,
             ),
-            crate::wake::spawn_notifier(pool.clone(), core.channel.clone(), notifier),
-            crate::sweep::spawn(pool, opts.clock.clone(), opts.idempotency_sweep_interval),
+            crate::wake::spawn_notifier(pool.clone(), core.channel.clone(), notifier, opts.operation_timeout),
+            crate::sweep::spawn(
+                pool,
+                opts.clock.clone(),
+                opts.idempotency_sweep_interval,
+                opts.operation_timeout,
+            ),
         ];
         Ok(Self {
             hot: HotPath::new(core.clone()),

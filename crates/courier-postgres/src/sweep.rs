@@ -16,13 +16,17 @@ use tokio::task::JoinHandle;
 const RECORDS_PER_STATEMENT_MAX: i64 = 10_000;
 
 /// Sweeps every `interval` until the pool closes or the task is aborted.
-pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, interval: Duration) -> JoinHandle<()> {
+pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, interval: Duration, timeout: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match sweep(&pool, clock.now().as_millis()).await {
+            // Bounded, so a database that stopped answering cannot stall the sweeper for good.
+            let swept = tokio::time::timeout(timeout, sweep(&pool, clock.now().as_millis()))
+                .await
+                .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)));
+            match swept {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, "swept expired idempotency records"),
                 Err(sqlx::Error::PoolClosed) => return,

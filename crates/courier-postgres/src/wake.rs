@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use courier_core::{QueueRef, WaitHub};
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
+use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -88,7 +88,14 @@ impl Notifier {
 }
 
 /// Runs the notifier until the pool closes or the task is aborted.
-pub(crate) fn spawn_notifier(pool: PgPool, channel: String, notifier: Arc<Notifier>) -> JoinHandle<()> {
+/// Each NOTIFY statement is bounded by `timeout` (the engine's operation timeout), so a
+/// database that stopped answering cannot stall the task, and with it every later wake-up.
+pub(crate) fn spawn_notifier(
+    pool: PgPool,
+    channel: String,
+    notifier: Arc<Notifier>,
+    timeout: Duration,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             notifier.signal.notified().await;
@@ -97,9 +104,10 @@ pub(crate) fn spawn_notifier(pool: PgPool, channel: String, notifier: Arc<Notifi
                 continue;
             }
             let next_allowed = tokio::time::Instant::now() + NOTIFY_GAP_MIN;
-            let sent = sqlx::raw_sql(&notify_sql(&channel, notifier.node(), &queues))
-                .execute(&pool)
-                .await;
+            let statement = notify_sql(&channel, notifier.node(), &queues);
+            let sent = tokio::time::timeout(timeout, sqlx::raw_sql(&statement).execute(&pool))
+                .await
+                .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)));
             match sent {
                 Ok(_) => {}
                 Err(sqlx::Error::PoolClosed) => return,
@@ -150,17 +158,30 @@ fn notify_sql(channel: &str, node: &str, queues: &[String]) -> String {
 
 /// Runs the listener until the pool closes or the task is aborted.
 /// `node` is this node's id, whose own notifications are skipped.
+///
+/// A listener that heard nothing for [`RECHECK_INTERVAL`] checks that its connection still
+/// answers (`SELECT 1`, bounded by `probe_timeout`) and starts afresh if it does not: a
+/// connection to a server that vanished without closing it (a failover, a dropped network
+/// path) would otherwise stay silent for good, and this node would hear no other node again.
 pub(crate) fn spawn_listener(
     pool: PgPool,
     channel: String,
     node: String,
     hub: Arc<WaitHub>,
     listener: PgListener,
+    probe_timeout: Duration,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(pool, channel, node, hub, listener))
+    tokio::spawn(run(pool, channel, node, hub, listener, probe_timeout))
 }
 
-async fn run(pool: PgPool, channel: String, node: String, hub: Arc<WaitHub>, first: PgListener) {
+async fn run(
+    pool: PgPool,
+    channel: String,
+    node: String,
+    hub: Arc<WaitHub>,
+    first: PgListener,
+    probe_timeout: Duration,
+) {
     let mut listener = Some(first);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
@@ -182,7 +203,16 @@ async fn run(pool: PgPool, channel: String, node: String, hub: Arc<WaitHub>, fir
                 }
             },
         };
-        match current.try_recv().await {
+        let Ok(received) = tokio::time::timeout(RECHECK_INTERVAL, current.try_recv()).await else {
+            if answers(current, probe_timeout).await {
+                continue;
+            }
+            tracing::warn!(%channel, "wake-up listener's connection stopped answering; reconnecting");
+            hub.notify_all();
+            listener = None;
+            continue;
+        };
+        match received {
             Ok(Some(notification)) => wake(&hub, &node, notification.payload()),
             // The connection dropped and sqlx reconnected: what was sent meanwhile is lost.
             Ok(None) => {
@@ -200,6 +230,15 @@ async fn run(pool: PgPool, channel: String, node: String, hub: Arc<WaitHub>, fir
             }
         }
     }
+}
+
+/// Whether the listener's connection answers a query within `timeout`. Notifications that
+/// arrive meanwhile are kept by the listener for its next receive.
+async fn answers(listener: &mut PgListener, timeout: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(timeout, listener.execute("SELECT 1")).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Wakes the queue named by a notification's payload (`<node> namespace/queue`) unless this

@@ -3,6 +3,8 @@
 //! `Unavailable`; once it is back the engine recovers by itself, acknowledged messages are
 //! still there, and cross-node wake-ups resume.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,30 +31,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("blocking task")
 }
 
-/// Long-polls on `b` while `a` enqueues; true if `b` got the message within a second.
-async fn woken_across_nodes(a: &Arc<PostgresEngine>, b: &Arc<PostgresEngine>, q: &QueueRef) -> bool {
-    let receiver = {
-        let (b, q) = (b.clone(), q.clone());
-        tokio::spawn(async move {
-            let opts = ReceiveOptions {
-                wait: Duration::from_secs(3),
-                ..ReceiveOptions::default()
-            };
-            let got = b.receive(&q, &opts).await.map(|batch| batch.deliveries.len());
-            (got, Instant::now())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent_at = Instant::now();
-    if a.enqueue(q, vec![NewMessage::new("wake")]).await.is_err() {
-        return false;
-    }
-    match receiver.await.expect("receiver task") {
-        (Ok(1), at) => at.duration_since(sent_at) < Duration::from_secs(1),
-        _ => false,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_restart_fails_fast_then_recovers() {
     let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
@@ -63,7 +41,10 @@ async fn database_restart_fails_fast_then_recovers() {
         .await
         .expect("enqueue")[0]
         .id;
-    assert!(woken_across_nodes(&a, &b, &q).await, "wake-ups work before the outage");
+    assert!(
+        common::woken_across_nodes(&a, &b, &q).await,
+        "wake-ups work before the outage"
+    );
 
     let stopper = pg.clone();
     blocking(move || stopper.stop()).await;
@@ -106,7 +87,7 @@ async fn database_restart_fails_fast_then_recovers() {
     // The listener reconnects on its own, with backoff; wake-ups resume without a restart.
     let mut resumed = false;
     while !resumed && Instant::now() < deadline {
-        resumed = woken_across_nodes(&a, &b, &q).await;
+        resumed = common::woken_across_nodes(&a, &b, &q).await;
     }
     assert!(resumed, "cross-node wake-ups did not resume after the restart");
 }

@@ -610,23 +610,37 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     let upstream = url_host_port(&common::url());
     let proxy = courier_testkit::network::Proxy::start("127.0.0.1:0".parse().expect("addr"), upstream.clone()).await;
     let through_proxy = common::url().replacen(&upstream, &proxy.addr.to_string(), 1);
-    let options = PostgresOptions::new(&through_proxy)
-        .expect("valid URL")
-        .schema(&schema.name)
-        .expect("valid schema name")
-        .connections_max(6)
-        .acquire_timeout(Duration::from_secs(1))
-        .operation_timeout(OPERATION_TIMEOUT);
-    let engine = PostgresEngine::open(options).await.expect("open through the proxy");
+    let open = || async {
+        let options = PostgresOptions::new(&through_proxy)
+            .expect("valid URL")
+            .schema(&schema.name)
+            .expect("valid schema name")
+            .connections_max(6)
+            .acquire_timeout(Duration::from_secs(1))
+            .operation_timeout(OPERATION_TIMEOUT);
+        Arc::new(PostgresEngine::open(options).await.expect("open through the proxy"))
+    };
+    let (a, b) = (open().await, open().await);
     let q = queue("silent");
-    churn(&engine, &q, 300).await;
+    churn(&a, &q, 300).await;
 
     proxy.blackhole();
-    let failures = failures_until_recovered(&engine, &q).await;
+    let failures = failures_until_recovered(&a, &q).await;
     assert!(
         failures > 0,
         "the silent connections were never used: the test proved nothing"
     );
+    // Node b's wake-up listener was silenced too: it notices when a probe gets no answer and
+    // listens again on a new connection, so b hears a's enqueues again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut round = 0;
+    loop {
+        round += 1;
+        if common::woken_across_nodes(&a, &b, &queue(&format!("wake-{round}"))).await {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node b never heard node a again");
+    }
     proxy.stop().await;
 }
 

@@ -133,16 +133,17 @@ impl ThrowawayPostgres {
     fn signal_all(&self, signal: &str) -> Result<(), String> {
         let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid")).map_err(|e| e.to_string())?;
         let postmaster = pid_file.lines().next().ok_or("postmaster.pid is empty")?.trim();
-        // Children first, so none runs on for long under a stopped parent; pkill exits 1 when
-        // there is none, which is no failure here (2 and up are).
-        let children = Command::new("pkill").args([signal, "-P", postmaster]).status();
-        if !matches!(children.as_ref().map(|s| s.code()), Ok(Some(0 | 1))) {
-            return Err(format!("pkill {signal} -P {postmaster}: {children:?}"));
-        }
+        // The postmaster first: stopped, it forks no new backend that a signal to the children
+        // sent before would have missed. pkill exits 1 when there is no child, which is no
+        // failure here (2 and up are).
         let killed = Command::new("kill").args([signal, postmaster]).status();
-        match killed {
-            Ok(status) if status.success() => Ok(()),
-            other => Err(format!("kill {signal} {postmaster}: {other:?}")),
+        if !killed.as_ref().is_ok_and(|status| status.success()) {
+            return Err(format!("kill {signal} {postmaster}: {killed:?}"));
+        }
+        let children = Command::new("pkill").args([signal, "-P", postmaster]).status();
+        match children.as_ref().map(|status| status.code()) {
+            Ok(Some(0 | 1)) => Ok(()),
+            _ => Err(format!("pkill {signal} -P {postmaster}: {children:?}")),
         }
     }
 

@@ -4,9 +4,10 @@
 #![allow(dead_code, unreachable_pub)] // Each test binary uses a different part of this module.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use courier_core::Clock;
+use courier_core::{Clock, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
 use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_testkit::{Harness, TestEngine};
 
@@ -49,5 +50,30 @@ impl Harness for PostgresHarness {
             engine: Arc::new(engine),
             guard: Box::new(schema),
         }
+    }
+}
+
+/// Long-polls on `b` while `a` enqueues; true if `b` got the message within a second, sooner
+/// than the slow recheck, so only a notification can have woken it.
+pub async fn woken_across_nodes(a: &Arc<PostgresEngine>, b: &Arc<PostgresEngine>, q: &QueueRef) -> bool {
+    let receiver = {
+        let (b, q) = (b.clone(), q.clone());
+        tokio::spawn(async move {
+            let opts = ReceiveOptions {
+                wait: Duration::from_secs(3),
+                ..ReceiveOptions::default()
+            };
+            let got = b.receive(&q, &opts).await.map(|batch| batch.deliveries.len());
+            (got, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent_at = Instant::now();
+    if a.enqueue(q, vec![NewMessage::new("wake")]).await.is_err() {
+        return false;
+    }
+    match receiver.await.expect("receiver task") {
+        (Ok(1), at) => at.duration_since(sent_at) < Duration::from_secs(1),
+        _ => false,
     }
 }
