@@ -87,6 +87,7 @@ pub(crate) async fn open(url: &str, namespace: &Namespace, token: Option<String>
                 data_dir: PathBuf::new(),
                 database: Some(url.trim_start_matches("courier+").to_owned()),
                 schema: None,
+                operation_timeout_ms: None,
             };
             let engine = database.target()?.open().await?;
             Ok(Destination {

@@ -24,6 +24,11 @@ pub(crate) struct DatabaseArgs {
     /// an application's tables. Only for postgres:// databases.
     #[arg(long, env = "COURIER_SCHEMA")]
     pub(crate) schema: Option<String>,
+    /// Longest a PostgreSQL operation may take before it fails with 503 (a database that
+    /// stopped answering); bulk operations such as purge are exempt. Default 10000. Only for
+    /// postgres:// databases.
+    #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) operation_timeout_ms: Option<u64>,
 }
 
 /// The engine a [`DatabaseArgs`] names, parsed and validated but not yet opened.
@@ -37,20 +42,22 @@ impl DatabaseArgs {
     /// Parses the URL (or the data dir) and the schema, naming the problem on bad input.
     pub(crate) fn target(&self) -> anyhow::Result<Target> {
         let Some(url) = &self.database else {
-            self.refuse_schema("the embedded engine (--data-dir)")?;
+            self.refuse_postgres_flags("the embedded engine (--data-dir)")?;
             return Ok(Target::Sqlite(SqliteOptions::new(self.data_dir.join("courier.db"))));
         };
         match scheme(url) {
             Some("sqlite") => {
-                self.refuse_schema("sqlite:// databases")?;
+                self.refuse_postgres_flags("sqlite:// databases")?;
                 Ok(Target::Sqlite(url.parse()?))
             }
             Some("postgres" | "postgresql") => {
-                let opts = PostgresOptions::new(url)?;
-                let opts = match &self.schema {
-                    Some(schema) => opts.schema(schema)?,
-                    None => opts,
-                };
+                let mut opts = PostgresOptions::new(url)?;
+                if let Some(schema) = &self.schema {
+                    opts = opts.schema(schema)?;
+                }
+                if let Some(ms) = self.operation_timeout_ms {
+                    opts = opts.operation_timeout(std::time::Duration::from_millis(ms));
+                }
                 Ok(Target::Postgres(Box::new(opts)))
             }
             // Only the scheme is echoed: the rest of a database URL may hold a password.
@@ -59,11 +66,14 @@ impl DatabaseArgs {
         }
     }
 
-    fn refuse_schema(&self, what: &str) -> anyhow::Result<()> {
-        match &self.schema {
-            Some(_) => bail!("--schema applies only to postgres:// databases, not to {what}"),
-            None => Ok(()),
+    fn refuse_postgres_flags(&self, what: &str) -> anyhow::Result<()> {
+        if self.schema.is_some() {
+            bail!("--schema applies only to postgres:// databases, not to {what}");
         }
+        if self.operation_timeout_ms.is_some() {
+            bail!("--operation-timeout-ms applies only to postgres:// databases, not to {what}");
+        }
+        Ok(())
     }
 }
 
@@ -133,6 +143,7 @@ mod tests {
             data_dir: PathBuf::from("data"),
             database: database.map(str::to_owned),
             schema: schema.map(str::to_owned),
+            operation_timeout_ms: None,
         }
     }
 
@@ -175,5 +186,25 @@ mod tests {
         assert!(e.contains("--schema applies only to postgres://"), "{e}");
         let e = error(Some("postgres://user:secret@host/db"), Some("Bad-Schema"));
         assert!(e.contains("Bad-Schema") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn the_operation_timeout_reaches_postgres_and_is_refused_elsewhere() {
+        let timed = |database: Option<&str>| DatabaseArgs {
+            operation_timeout_ms: Some(2_500),
+            ..args(database, None)
+        };
+        let Ok(Target::Postgres(opts)) = timed(Some("postgres://u@h/db")).target() else {
+            panic!("postgres URL must select the postgres engine");
+        };
+        assert!(format!("{opts:?}").contains("operation_timeout: 2.5s"), "{opts:?}");
+        for database in [None, Some("sqlite://x.db")] {
+            let e = timed(database)
+                .target()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(e.contains("--operation-timeout-ms applies only to postgres://"), "{e}");
+        }
     }
 }

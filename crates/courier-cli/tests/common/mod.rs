@@ -21,6 +21,7 @@ pub(crate) fn courier() -> Command {
         "COURIER_DATA_DIR",
         "COURIER_DATABASE",
         "COURIER_SCHEMA",
+        "COURIER_OPERATION_TIMEOUT_MS",
         "COURIER_LISTEN",
         "COURIER_PAYLOAD_MAX_BYTES",
         "COURIER_OUTBOX_DATABASE",
