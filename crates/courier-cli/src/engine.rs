@@ -24,8 +24,8 @@ pub(crate) struct DatabaseArgs {
     /// an application's tables. Only for postgres:// databases.
     #[arg(long, env = "COURIER_SCHEMA")]
     pub(crate) schema: Option<String>,
-    /// Longest a PostgreSQL operation may take before it fails with 503 (a database that
-    /// stopped answering); bulk operations such as purge are exempt. Default 10000. Only for
+    /// How long a call to `serve` waits on a PostgreSQL database that stopped answering before
+    /// it fails with 503; bulk operations such as purge are exempt. Default 10000. Only for
     /// postgres:// databases.
     #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) operation_timeout_ms: Option<u64>,

@@ -1,9 +1,11 @@
 //! Crash test: SIGKILL `courier serve` while several clients enqueue, restart it on the same
 //! data dir, and check that every enqueue that got a success reply is delivered.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +15,8 @@ use serde_json::{json, Value};
 const CLIENTS: usize = 8;
 
 fn start_server(data_dir: &Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_courier"))
+    // No COURIER_* settings from the developer's shell.
+    common::courier()
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(data_dir)

@@ -64,10 +64,12 @@ impl PostgresEngine {
             opts.schema.clone(),
             opts.operation_timeout,
         ));
-        let listener = crate::wake::listen(&pool, &core.channel).await.map_err(storage)?;
+        let listener = crate::wake::listen(&opts.connect, &core.channel, opts.operation_timeout)
+            .await
+            .map_err(storage)?;
         let tasks = vec![
             crate::wake::spawn_listener(
-                pool.clone(),
+                opts.connect.clone(),
                 core.channel.clone(),
                 core.notifier.node().to_owned(),
                 hub,
@@ -178,7 +180,8 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     );
     let release_timeout = opts.operation_timeout;
     PgPoolOptions::new()
-        .max_connections(opts.connections_max)
+        // The wake-up listener has a connection of its own (see `wake::listen`).
+        .max_connections(opts.connections_max.saturating_sub(1).max(1))
         .acquire_timeout(opts.acquire_timeout)
         // No ping before handing out a pooled connection: it was a round trip on every
         // operation. After a database restart each stale connection fails one call with
@@ -469,7 +472,7 @@ mod tests {
     #[allow(dead_code)]
     fn open_and_migrate_are_send(opts: PostgresOptions, pool: PgPool) {
         is_send(migrate_pool(&pool, "x"));
-        is_send(crate::wake::listen(&pool, "x"));
+        is_send(crate::wake::listen(&opts.connect, "x", Duration::from_secs(1)));
         is_send(PostgresEngine::open(opts));
     }
 }

@@ -22,11 +22,7 @@ pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, interval: Duration, tim
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            // Bounded, so a database that stopped answering cannot stall the sweeper for good.
-            let swept = tokio::time::timeout(timeout, sweep(&pool, clock.now().as_millis()))
-                .await
-                .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)));
-            match swept {
+            match sweep(&pool, clock.now().as_millis(), timeout).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::debug!(removed, "swept expired idempotency records"),
                 Err(sqlx::Error::PoolClosed) => return,
@@ -38,10 +34,12 @@ pub(crate) fn spawn(pool: PgPool, clock: Arc<dyn Clock>, interval: Duration, tim
 }
 
 /// Deletes every record expired at `now`, in statements of bounded size; returns how many.
-async fn sweep(pool: &PgPool, now: i64) -> Result<u64, sqlx::Error> {
+/// Each statement is bounded by `timeout`, so a database that stopped answering cannot stall
+/// the sweeper for good; each commits on its own, so a sweep cut short keeps what it did.
+async fn sweep(pool: &PgPool, now: i64, timeout: Duration) -> Result<u64, sqlx::Error> {
     let mut removed = 0;
     loop {
-        let done = sqlx::query(
+        let statement = sqlx::query(
             // The condition is repeated on the deleted row: an enqueue that re-claims an
             // expired key meanwhile gives it a new window, and that record must stay.
             "DELETE FROM idempotency WHERE ctid = ANY(ARRAY(\
@@ -49,9 +47,11 @@ async fn sweep(pool: &PgPool, now: i64) -> Result<u64, sqlx::Error> {
         )
         .bind(now)
         .bind(RECORDS_PER_STATEMENT_MAX)
-        .execute(pool)
-        .await?
-        .rows_affected();
+        .execute(pool);
+        let done = tokio::time::timeout(timeout, statement)
+            .await
+            .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))?
+            .rows_affected();
         removed += done;
         if done < u64::try_from(RECORDS_PER_STATEMENT_MAX).unwrap_or(u64::MAX) {
             return Ok(removed);

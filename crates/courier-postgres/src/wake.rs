@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use courier_core::{QueueRef, WaitHub};
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Executor, PgPool};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -128,12 +128,28 @@ pub(crate) fn channel(schema: &str) -> String {
     channel
 }
 
-/// Connects a listener on `channel`. Called by `open`, so an engine that opened is already
-/// listening before its first receive.
-pub(crate) async fn listen(pool: &PgPool, channel: &str) -> Db<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(channel).await?;
-    Ok(listener)
+/// Connects a listener on `channel`, within `timeout`. Called by `open`, so an engine that
+/// opened is already listening before its first receive.
+///
+/// Each listener has a pool of one connection of its own, not a slot of the engine's: sqlx
+/// drops a listener by sending `UNLISTEN` with no time limit, and a listener given up because
+/// its server stopped answering would otherwise hold an engine connection until TCP gives up.
+/// sqlx's own reconnect is off: a lost connection ends this listener and [`run`] starts
+/// another, with backoff and a wake-up for every receiver (notifications may have been lost).
+pub(crate) async fn listen(connect: &PgConnectOptions, channel: &str, timeout: Duration) -> Db<PgListener> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(timeout)
+        .connect_lazy_with(connect.clone());
+    let listening = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener.eager_reconnect(false);
+        listener.listen(channel).await?;
+        Ok(listener)
+    };
+    tokio::time::timeout(timeout, listening)
+        .await
+        .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))
 }
 
 /// One statement that notifies `channel` once per queue. Its implicit transaction need not
@@ -156,77 +172,76 @@ fn notify_sql(channel: &str, node: &str, queues: &[String]) -> String {
     )
 }
 
-/// Runs the listener until the pool closes or the task is aborted.
+/// Runs the listener until the task is aborted (the engine's shutdown or drop).
 /// `node` is this node's id, whose own notifications are skipped.
 ///
 /// A listener that heard nothing for [`RECHECK_INTERVAL`] checks that its connection still
-/// answers (`SELECT 1`, bounded by `probe_timeout`) and starts afresh if it does not: a
-/// connection to a server that vanished without closing it (a failover, a dropped network
-/// path) would otherwise stay silent for good, and this node would hear no other node again.
+/// answers (`SELECT 1`, bounded by `timeout`, the engine's operation timeout) and starts
+/// afresh if it does not: a connection to a server that vanished without closing it (a
+/// failover, a dropped network path) would otherwise stay silent for good, and this node would
+/// hear no other node again. Reconnecting is bounded by the same timeout.
 pub(crate) fn spawn_listener(
-    pool: PgPool,
+    connect: PgConnectOptions,
     channel: String,
     node: String,
     hub: Arc<WaitHub>,
     listener: PgListener,
-    probe_timeout: Duration,
+    timeout: Duration,
 ) -> JoinHandle<()> {
-    tokio::spawn(run(pool, channel, node, hub, listener, probe_timeout))
+    tokio::spawn(run(connect, channel, node, hub, listener, timeout))
 }
 
 async fn run(
-    pool: PgPool,
+    connect: PgConnectOptions,
     channel: String,
     node: String,
     hub: Arc<WaitHub>,
     first: PgListener,
-    probe_timeout: Duration,
+    timeout: Duration,
 ) {
     let mut listener = Some(first);
     let mut backoff = RECONNECT_BACKOFF_MIN;
     loop {
         let current = match listener.as_mut() {
             Some(current) => current,
-            None => match listen(&pool, &channel).await {
-                Ok(fresh) => {
-                    tracing::info!(%channel, "wake-up listener reconnected");
-                    hub.notify_all();
-                    backoff = RECONNECT_BACKOFF_MIN;
-                    listener.insert(fresh)
+            None => {
+                tokio::time::sleep(backoff).await;
+                match listen(&connect, &channel, timeout).await {
+                    Ok(fresh) => {
+                        tracing::info!(%channel, "wake-up listener reconnected");
+                        // Notifications sent while it was away are lost: every receiver looks.
+                        hub.notify_all();
+                        backoff = RECONNECT_BACKOFF_MIN;
+                        listener.insert(fresh)
+                    }
+                    Err(error) => {
+                        tracing::warn!(%channel, %error, ?backoff, "wake-up listener cannot reconnect");
+                        backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
+                        continue;
+                    }
                 }
-                Err(sqlx::Error::PoolClosed) => return,
-                Err(error) => {
-                    tracing::warn!(%channel, %error, ?backoff, "wake-up listener cannot reconnect");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
-                    continue;
-                }
-            },
+            }
         };
         let Ok(received) = tokio::time::timeout(RECHECK_INTERVAL, current.try_recv()).await else {
-            if answers(current, probe_timeout).await {
-                continue;
+            match answers(current, timeout).await {
+                Ok(()) => {}
+                Err(error) => {
+                    tracing::warn!(%channel, %error, "wake-up listener's connection does not answer; reconnecting");
+                    listener = None;
+                }
             }
-            tracing::warn!(%channel, "wake-up listener's connection stopped answering; reconnecting");
-            hub.notify_all();
-            listener = None;
             continue;
         };
         match received {
             Ok(Some(notification)) => wake(&hub, &node, notification.payload()),
-            // The connection dropped and sqlx reconnected: what was sent meanwhile is lost.
             Ok(None) => {
-                tracing::warn!(%channel, "wake-up listener lost its connection and reconnected");
-                hub.notify_all();
+                tracing::warn!(%channel, "wake-up listener lost its connection; reconnecting");
+                listener = None;
             }
-            Err(sqlx::Error::PoolClosed) => return,
             Err(error) => {
                 tracing::warn!(%channel, %error, "wake-up listener failed; reconnecting");
-                hub.notify_all();
                 // A fresh listener rather than trusting sqlx to recover this one from any error.
                 listener = None;
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(RECONNECT_BACKOFF_MAX);
             }
         }
     }
@@ -234,11 +249,11 @@ async fn run(
 
 /// Whether the listener's connection answers a query within `timeout`. Notifications that
 /// arrive meanwhile are kept by the listener for its next receive.
-async fn answers(listener: &mut PgListener, timeout: Duration) -> bool {
-    matches!(
-        tokio::time::timeout(timeout, listener.execute("SELECT 1")).await,
-        Ok(Ok(_))
-    )
+async fn answers(listener: &mut PgListener, timeout: Duration) -> Db<()> {
+    tokio::time::timeout(timeout, listener.execute("SELECT 1"))
+        .await
+        .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))
+        .map(drop)
 }
 
 /// Wakes the queue named by a notification's payload (`<node> namespace/queue`) unless this

@@ -25,12 +25,12 @@ pub(crate) struct WarmConnections {
 }
 
 impl WarmConnections {
-    /// Keeps up to a third of a pool of `pool_size` beyond its first four (at most 4) idle
+    /// Keeps up to a third of a pool of `pool_size` beyond its first three (at most 4) idle
     /// connections aside: enough for the statements of one busy queue (an enqueue, a receive
-    /// and an ack at once), while the wake-up listener (which holds one for good), transactions
-    /// and other queues still find the rest free. A pool of 4 or fewer keeps none.
+    /// and an ack at once), while transactions and other queues still find the rest free (the
+    /// wake-up listener has a connection of its own). A pool of 3 or fewer keeps none.
     pub(crate) fn for_pool_of(pool_size: u32) -> Self {
-        let spare = usize::try_from(pool_size.saturating_sub(4) / 3).unwrap_or(0);
+        let spare = usize::try_from(pool_size.saturating_sub(3) / 3).unwrap_or(0);
         Self {
             idle: Mutex::new(Vec::new()),
             capacity: spare.min(4),

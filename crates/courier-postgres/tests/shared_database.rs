@@ -623,6 +623,9 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     let (a, b) = (open().await, open().await);
     let q = queue("silent");
     churn(&a, &q, 300).await;
+    // Node b too holds idle connections that will go silent, where a reconnecting listener
+    // could land if it took its connection from b's pool.
+    churn(&b, &queue("silent-b"), 300).await;
 
     proxy.blackhole();
     let failures = failures_until_recovered(&a, &q).await;
