@@ -195,10 +195,9 @@ fn connect(opts: &PostgresOptions) -> PgPool {
         // connection at once. (sqlx's own ping follows; on a sound connection both are quick.)
         .after_release(move |conn, _meta| {
             Box::pin(async move {
-                match tokio::time::timeout(release_timeout, conn.ping()).await {
-                    Ok(pinged) => pinged.map(|()| true),
-                    Err(_) => Err(crate::tx::timed_out(release_timeout)),
-                }
+                crate::tx::within_limit(release_timeout, conn.ping())
+                    .await
+                    .map(|()| true)
             })
         })
         .after_connect(move |conn, _meta| {

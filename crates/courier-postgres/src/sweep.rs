@@ -48,10 +48,7 @@ async fn sweep(pool: &PgPool, now: i64, timeout: Duration) -> Result<u64, sqlx::
         .bind(now)
         .bind(RECORDS_PER_STATEMENT_MAX)
         .execute(pool);
-        let done = tokio::time::timeout(timeout, statement)
-            .await
-            .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))?
-            .rows_affected();
+        let done = crate::tx::within_limit(timeout, statement).await?.rows_affected();
         removed += done;
         if done < u64::try_from(RECORDS_PER_STATEMENT_MAX).unwrap_or(u64::MAX) {
             return Ok(removed);

@@ -97,9 +97,7 @@ impl Core {
     /// on a combiner's task that every later call of its queue waits for. A connection dropped
     /// this way is closed by the pool's release check rather than used again.
     pub(crate) async fn within<T>(&self, work: impl Future<Output = Db<T>>) -> Db<T> {
-        tokio::time::timeout(self.operation_timeout, work)
-            .await
-            .unwrap_or_else(|_| Err(timed_out(self.operation_timeout)))
+        within_limit(self.operation_timeout, work).await
     }
 
     /// `n` fresh ids stamped `now`, increasing in the order returned.
@@ -195,9 +193,16 @@ impl Ctx<'_> {
     }
 }
 
+/// Runs `work` (database calls), failing it with [`timed_out`] once `limit` has passed.
+pub(crate) async fn within_limit<T>(limit: Duration, work: impl Future<Output = Db<T>>) -> Db<T> {
+    tokio::time::timeout(limit, work)
+        .await
+        .unwrap_or_else(|_| Err(timed_out(limit)))
+}
+
 /// The error of a database call that got no answer within `limit`: an I/O error, so the
 /// connection is treated as broken and the caller gets `Unavailable`.
-pub(crate) fn timed_out(limit: Duration) -> sqlx::Error {
+fn timed_out(limit: Duration) -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
         format!("postgres did not answer within {} ms", limit.as_millis()),

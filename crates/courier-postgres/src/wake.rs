@@ -105,9 +105,7 @@ pub(crate) fn spawn_notifier(
             }
             let next_allowed = tokio::time::Instant::now() + NOTIFY_GAP_MIN;
             let statement = notify_sql(&channel, notifier.node(), &queues);
-            let sent = tokio::time::timeout(timeout, sqlx::raw_sql(&statement).execute(&pool))
-                .await
-                .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)));
+            let sent = crate::tx::within_limit(timeout, sqlx::raw_sql(&statement).execute(&pool)).await;
             match sent {
                 Ok(_) => {}
                 Err(sqlx::Error::PoolClosed) => return,
@@ -147,9 +145,7 @@ pub(crate) async fn listen(connect: &PgConnectOptions, channel: &str, timeout: D
         listener.listen(channel).await?;
         Ok(listener)
     };
-    tokio::time::timeout(timeout, listening)
-        .await
-        .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))
+    crate::tx::within_limit(timeout, listening).await
 }
 
 /// One statement that notifies `channel` once per queue. Its implicit transaction need not
@@ -250,9 +246,8 @@ async fn run(
 /// Whether the listener's connection answers a query within `timeout`. Notifications that
 /// arrive meanwhile are kept by the listener for its next receive.
 async fn answers(listener: &mut PgListener, timeout: Duration) -> Db<()> {
-    tokio::time::timeout(timeout, listener.execute("SELECT 1"))
+    crate::tx::within_limit(timeout, listener.execute("SELECT 1"))
         .await
-        .unwrap_or_else(|_| Err(crate::tx::timed_out(timeout)))
         .map(drop)
 }
 
