@@ -20,7 +20,7 @@ use courier_outbox::QueuePublisher;
 use courier_redis::{RedisConfig, RedisPublisher};
 use courier_webhook::{CourierHttpConfig, CourierHttpPublisher, WebhookConfig, WebhookPublisher};
 
-use crate::engine::DatabaseArgs;
+use crate::engine::{DatabaseArgs, PostgresTuning};
 
 /// The schemes `--to` understands, for error messages.
 const SUPPORTED: &str =
@@ -87,7 +87,7 @@ pub(crate) async fn open(url: &str, namespace: &Namespace, token: Option<String>
                 data_dir: PathBuf::new(),
                 database: Some(url.trim_start_matches("courier+").to_owned()),
                 schema: None,
-                operation_timeout_ms: None,
+                postgres: PostgresTuning::default(),
             };
             let engine = database.target()?.open().await?;
             Ok(Destination {

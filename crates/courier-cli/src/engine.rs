@@ -5,6 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use courier_core::QueueEngine;
@@ -24,11 +25,53 @@ pub(crate) struct DatabaseArgs {
     /// an application's tables. Only for postgres:// databases.
     #[arg(long, env = "COURIER_SCHEMA")]
     pub(crate) schema: Option<String>,
+    #[command(flatten)]
+    pub(crate) postgres: PostgresTuning,
+}
+
+/// How a node uses a PostgreSQL database: its pool and its time limits. Refused for the other
+/// engines, so a flag that would do nothing is never silently ignored.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub(crate) struct PostgresTuning {
+    /// Most connections a node opens to PostgreSQL, its wake-up listener's included; at least
+    /// 2. Default 16. Only for postgres:// databases.
+    #[arg(long, env = "COURIER_CONNECTIONS_MAX", value_parser = clap::value_parser!(u32).range(2..))]
+    pub(crate) connections_max: Option<u32>,
+    /// How long a call waits for a free PostgreSQL connection before it fails with 503.
+    /// Default 2000. Only for postgres:// databases.
+    #[arg(long, env = "COURIER_ACQUIRE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) acquire_timeout_ms: Option<u64>,
     /// How long a call to `serve` waits on a PostgreSQL database that stopped answering before
-    /// it fails with 503; bulk operations such as purge are exempt. Default 10000. Only for
-    /// postgres:// databases.
+    /// it fails with 503, waiting for a connection included; bulk operations such as purge are
+    /// exempt. Default 10000. Only for postgres:// databases.
     #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) operation_timeout_ms: Option<u64>,
+}
+
+impl PostgresTuning {
+    /// The first of these flags that was given, for refusing it where it does not apply.
+    pub(crate) fn first_given(&self) -> Option<&'static str> {
+        [
+            (self.connections_max.is_some(), "--connections-max"),
+            (self.acquire_timeout_ms.is_some(), "--acquire-timeout-ms"),
+            (self.operation_timeout_ms.is_some(), "--operation-timeout-ms"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
+    fn apply(&self, mut opts: PostgresOptions) -> PostgresOptions {
+        if let Some(n) = self.connections_max {
+            opts = opts.connections_max(n);
+        }
+        if let Some(ms) = self.acquire_timeout_ms {
+            opts = opts.acquire_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = self.operation_timeout_ms {
+            opts = opts.operation_timeout(Duration::from_millis(ms));
+        }
+        opts
+    }
 }
 
 /// The engine a [`DatabaseArgs`] names, parsed and validated but not yet opened.
@@ -55,10 +98,7 @@ impl DatabaseArgs {
                 if let Some(schema) = &self.schema {
                     opts = opts.schema(schema)?;
                 }
-                if let Some(ms) = self.operation_timeout_ms {
-                    opts = opts.operation_timeout(std::time::Duration::from_millis(ms));
-                }
-                Ok(Target::Postgres(Box::new(opts)))
+                Ok(Target::Postgres(Box::new(self.postgres.apply(opts))))
             }
             // Only the scheme is echoed: the rest of a database URL may hold a password.
             Some(other) => bail!("unsupported database URL scheme {other:?}; use sqlite://path or postgres://…"),
@@ -70,8 +110,8 @@ impl DatabaseArgs {
         if self.schema.is_some() {
             bail!("--schema applies only to postgres:// databases, not to {what}");
         }
-        if self.operation_timeout_ms.is_some() {
-            bail!("--operation-timeout-ms applies only to postgres:// databases, not to {what}");
+        if let Some(flag) = self.postgres.first_given() {
+            bail!("{flag} applies only to postgres:// databases, not to {what}");
         }
         Ok(())
     }
@@ -143,7 +183,7 @@ mod tests {
             data_dir: PathBuf::from("data"),
             database: database.map(str::to_owned),
             schema: schema.map(str::to_owned),
-            operation_timeout_ms: None,
+            postgres: PostgresTuning::default(),
         }
     }
 
@@ -189,22 +229,59 @@ mod tests {
     }
 
     #[test]
-    fn the_operation_timeout_reaches_postgres_and_is_refused_elsewhere() {
-        let timed = |database: Option<&str>| DatabaseArgs {
-            operation_timeout_ms: Some(2_500),
+    fn the_pool_and_time_limits_reach_postgres_and_are_refused_elsewhere() {
+        let tuned = |database: Option<&str>, postgres: PostgresTuning| DatabaseArgs {
+            postgres,
             ..args(database, None)
         };
-        let Ok(Target::Postgres(opts)) = timed(Some("postgres://u@h/db")).target() else {
+        let all = PostgresTuning {
+            connections_max: Some(5),
+            acquire_timeout_ms: Some(750),
+            operation_timeout_ms: Some(2_500),
+        };
+        let Ok(Target::Postgres(opts)) = tuned(Some("postgres://u@h/db"), all).target() else {
             panic!("postgres URL must select the postgres engine");
         };
-        assert!(format!("{opts:?}").contains("operation_timeout: 2.5s"), "{opts:?}");
-        for database in [None, Some("sqlite://x.db")] {
-            let e = timed(database)
-                .target()
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(e.contains("--operation-timeout-ms applies only to postgres://"), "{e}");
+        let described = format!("{opts:?}");
+        for expected in [
+            "connections_max: 5",
+            "acquire_timeout: 750ms",
+            "operation_timeout: 2.5s",
+        ] {
+            assert!(described.contains(expected), "{expected} missing from {described}");
+        }
+        let one_each = [
+            (
+                "--connections-max",
+                PostgresTuning {
+                    connections_max: Some(5),
+                    ..PostgresTuning::default()
+                },
+            ),
+            (
+                "--acquire-timeout-ms",
+                PostgresTuning {
+                    acquire_timeout_ms: Some(750),
+                    ..PostgresTuning::default()
+                },
+            ),
+            (
+                "--operation-timeout-ms",
+                PostgresTuning {
+                    operation_timeout_ms: Some(2_500),
+                    ..PostgresTuning::default()
+                },
+            ),
+        ];
+        for (flag, postgres) in one_each {
+            for database in [None, Some("sqlite://x.db")] {
+                let e = tuned(database, postgres.clone())
+                    .target()
+                    .err()
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                assert!(e.contains(&format!("{flag} applies only to postgres://")), "{e}");
+            }
         }
     }
 }

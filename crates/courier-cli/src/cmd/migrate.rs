@@ -23,8 +23,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         println!("{line}");
         return Ok(());
     }
-    if args.database.operation_timeout_ms.is_some() {
-        bail!("--operation-timeout-ms applies to the queue's database, not to --outbox");
+    if let Some(flag) = args.database.postgres.first_given() {
+        bail!("{flag} applies to the queue's database, not to --outbox");
     }
     let Some(database) = args.database.database else {
         bail!("--outbox needs --database naming the application's database (postgres://… or sqlite://path)");

@@ -21,6 +21,8 @@ pub(crate) fn courier() -> Command {
         "COURIER_DATA_DIR",
         "COURIER_DATABASE",
         "COURIER_SCHEMA",
+        "COURIER_CONNECTIONS_MAX",
+        "COURIER_ACQUIRE_TIMEOUT_MS",
         "COURIER_OPERATION_TIMEOUT_MS",
         "COURIER_LISTEN",
         "COURIER_PAYLOAD_MAX_BYTES",
