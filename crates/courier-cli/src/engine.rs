@@ -42,8 +42,9 @@ pub(crate) struct PostgresTuning {
     #[arg(long, env = "COURIER_ACQUIRE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) acquire_timeout_ms: Option<u64>,
     /// How long a call to `serve` waits on a PostgreSQL database that stopped answering before
-    /// it fails with 503, waiting for a connection included; bulk operations such as purge are
-    /// exempt. Default 10000. Only for postgres:// databases.
+    /// it fails with 503, waiting for a connection included; bulk operations such as purge may
+    /// run longer while the database is seen working on them. Default 10000. Only for
+    /// postgres:// databases.
     #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) operation_timeout_ms: Option<u64>,
 }

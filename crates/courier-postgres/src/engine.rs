@@ -346,7 +346,7 @@ impl QueueEngine for PostgresEngine {
 
     async fn purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(unbounded: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Live))
+        transaction!(watched: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Live))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }
@@ -361,7 +361,7 @@ impl QueueEngine for PostgresEngine {
 
     async fn delete_queue(&self, queue: &QueueRef) -> Result<(), QueueError> {
         let core = &self.core;
-        let deleted = transaction!(unbounded: core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
+        let deleted = transaction!(watched: core, finish, |ctx| crate::queues::delete(&mut ctx, queue))
             .await
             .unwrap_or_else(|e| Err(e.into()));
         core.cache.forget(queue);
@@ -396,9 +396,10 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn stats(&self, queue: &QueueRef) -> Result<QueueStats, QueueError> {
-        // Not bounded: counting reads every row of the queue, which takes long on a deep one.
+        // Watched rather than bounded: counting reads every row of the queue, which takes long
+        // on a deep one.
         let core = &self.core;
-        let mut stats = transaction!(unbounded: core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
+        let mut stats = transaction!(watched: core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
             .await
             .unwrap_or_else(|e| Err(e.into()))?;
         stats.waiting_receivers = self.core.hub.waiting(queue);
@@ -411,14 +412,14 @@ impl QueueEngine for PostgresEngine {
 
     async fn dlq_purge(&self, queue: &QueueRef) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(unbounded: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Dead))
+        transaction!(watched: core, finish, |ctx| crate::admin::purge(&mut ctx, queue, Side::Dead))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }
 
     async fn dlq_redrive(&self, queue: &QueueRef, which: Redrive) -> Result<u64, QueueError> {
         let core = &self.core;
-        transaction!(unbounded: core, finish, |ctx| crate::admin::redrive(&mut ctx, queue, &which))
+        transaction!(watched: core, finish, |ctx| crate::admin::redrive(&mut ctx, queue, &which))
             .await
             .unwrap_or_else(|e| Err(e.into()))
     }

@@ -89,9 +89,12 @@ impl PostgresOptions {
     /// hold requests until TCP gives up, many minutes later. The statements themselves are
     /// bounded the same way (also those run for several callers at once), and a connection
     /// that timed out is closed rather than used again, so the pool does not fill up with
-    /// connections to a vanished server. Applies to every operation except the bulk ones whose
-    /// work grows with the queue (purge, queue deletion, DLQ purge and redrive, stats); a long
-    /// poll applies it to each look at the queue, not to its wait. An operation that timed out
+    /// connections to a vanished server. The bulk operations whose work grows with the queue
+    /// (purge, queue deletion, DLQ purge and redrive, stats) may run longer, for as long as the
+    /// database is seen working on them: each time this much has passed, another connection
+    /// checks that their server process is still busy with them, and they fail when it is
+    /// gone or two checks in a row find it idle or get no answer within this timeout. A long poll applies the timeout
+    /// to each look at the queue, not to its wait. An operation that timed out
     /// may still take effect, possibly much later if the server was only frozen: retry with
     /// an idempotency key where a duplicate matters. Keep it above the acquire timeout, which
     /// then still decides how long a call waits for a connection. Default 10 s.

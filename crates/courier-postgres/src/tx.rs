@@ -100,11 +100,78 @@ impl Core {
         within_limit(self.operation_timeout, work).await
     }
 
+    /// Runs `work`, a bulk operation on `backend` whose work grows with the queue (so no fixed
+    /// time limit fits it), for as long as the database is seen working on it: each time the
+    /// operation timeout passes, another connection looks the backend up. The operation fails
+    /// with a timed-out I/O error when the backend is gone (a restart, a failover), or when two
+    /// looks in a row see no work: the backend waiting for us (its answer lost on a connection
+    /// that went silent), or no answer within the timeout (a frozen or vanished server). One
+    /// such look is forgiven: the backend is idle for a moment between two statements, and a
+    /// look may find the pool busy.
+    pub(crate) async fn watched<T>(&self, backend: Backend, work: impl Future<Output = Db<T>>) -> Db<T> {
+        let mut work = std::pin::pin!(work);
+        let mut no_work_seen = false;
+        loop {
+            if let Ok(outcome) = tokio::time::timeout(self.operation_timeout, &mut work).await {
+                return outcome;
+            }
+            let look = self.within(backend.state(&self.pool)).await;
+            let working = match &look {
+                Ok(None) => return Err(stopped_working(backend)),
+                Ok(Some(state)) => state == "active",
+                Err(e) => {
+                    tracing::debug!(error = %e, pid = backend.pid, "could not look up the backend of a bulk operation");
+                    false
+                }
+            };
+            if !working && no_work_seen {
+                return Err(stopped_working(backend));
+            }
+            no_work_seen = !working;
+        }
+    }
+
     /// `n` fresh ids stamped `now`, increasing in the order returned.
     pub(crate) fn mint_ids(&self, now: Timestamp, n: usize) -> Vec<MessageId> {
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
         (0..n).map(|_| ids.next(now)).collect()
     }
+}
+
+/// A PostgreSQL backend (server process) as `pg_stat_activity` shows it. The start time is
+/// part of the name: after a restart, or on another server after a failover, the same process
+/// id may belong to another session.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backend {
+    pid: i32,
+    started_us: i64,
+}
+
+impl Backend {
+    /// The backend's state (`active`, `idle in transaction`, …), or `None` if it is gone.
+    async fn state(self, pool: &PgPool) -> Db<Option<String>> {
+        let state: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT state FROM pg_stat_activity WHERE pid = $1 \
+             AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
+        )
+        .bind(self.pid)
+        .bind(self.started_us)
+        .fetch_optional(pool)
+        .await?;
+        Ok(state.flatten())
+    }
+}
+
+/// The error of a bulk operation the database stopped working on: an I/O error, as for a
+/// call that timed out, so the connection is not used again and the caller gets `Unavailable`.
+fn stopped_working(backend: Backend) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!(
+            "postgres stopped working on this operation (backend {} is gone or waits for an answer that does not come)",
+            backend.pid
+        ),
+    ))
 }
 
 /// One operation's transaction.
@@ -126,6 +193,17 @@ impl<'e> Ctx<'e> {
             core,
             wake: Vec::new(),
         })
+    }
+
+    /// The backend this transaction runs on, for [`Core::watched`].
+    pub(crate) async fn backend(&mut self) -> Db<Backend> {
+        let (pid, started_us) = sqlx::query_as(
+            "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity \
+             WHERE pid = pg_backend_pid()",
+        )
+        .fetch_one(self.conn())
+        .await?;
+        Ok(Backend { pid, started_us })
     }
 
     /// The transaction's connection, for `execute(ctx.conn())`.
@@ -231,14 +309,25 @@ where
 /// Runs `$op` (an expression that uses `$ctx`, a fresh transaction on `$core`) and ends the
 /// transaction with `$finish` (`finish` or `finish_ok`, see [`Ctx`]); the whole is run again
 /// when PostgreSQL rolls it back for a deadlock or serialization failure. Each run is bounded
-/// by the operation timeout ([`Core::within`]), except with `unbounded:` first, for the bulk
-/// operations whose work grows with the queue.
+/// by the operation timeout ([`Core::within`]), except with `watched:` first, for the bulk
+/// operations whose work grows with the queue: those run as long as the database is seen
+/// working on them ([`Core::watched`]).
 macro_rules! transaction {
-    (unbounded: $core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
+    (watched: $core:expr, $finish:ident, |$ctx:ident| $op:expr) => {
         $crate::tx::retry(|| async {
-            let mut $ctx = $crate::tx::Ctx::begin($core).await?;
-            let result = $op.await;
-            $ctx.$finish(result).await
+            let (mut $ctx, backend) = $core
+                .within(async {
+                    let mut ctx = $crate::tx::Ctx::begin($core).await?;
+                    let backend = ctx.backend().await?;
+                    Ok((ctx, backend))
+                })
+                .await?;
+            $core
+                .watched(backend, async {
+                    let result = $op.await;
+                    $ctx.$finish(result).await
+                })
+                .await
         })
     };
     ($core:expr, $finish:ident, |$ctx:ident| $op:expr) => {

@@ -131,6 +131,11 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
         .expect("the get came back")
         .expect_err("nothing answers");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "get: got {e:?}");
+    let e = tokio::time::timeout(FAIL_FAST, node.purge(&q))
+        .await
+        .expect("the purge came back")
+        .expect_err("nothing answers");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "purge: got {e:?}");
     let e = tokio::time::timeout(FAIL_FAST, node.ready())
         .await
         .expect("the readiness check came back")
@@ -138,7 +143,7 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
     assert_eq!(e.kind(), ErrorKind::Unavailable, "ready: got {e:?}");
     // Each call waits at most the operation timeout (or the acquire timeout for a new
     // connection, which a frozen server does not accept either).
-    assert!(started.elapsed() < FAIL_FAST, "four calls took {:?}", started.elapsed());
+    assert!(started.elapsed() < FAIL_FAST, "five calls took {:?}", started.elapsed());
 
     let thawer = pg.clone();
     blocking(move || thawer.thaw()).await;

@@ -607,17 +607,9 @@ async fn open_with_url(schema: &TestSchema, url: &str) -> PostgresEngine {
 async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
     let schema = TestSchema::new();
-    let upstream = url_host_port(&common::url());
-    let proxy = courier_testkit::network::Proxy::start("127.0.0.1:0".parse().expect("addr"), upstream.clone()).await;
-    let through_proxy = common::url().replacen(&upstream, &proxy.addr.to_string(), 1);
+    let proxy = proxy_to_the_test_database().await;
     let open = || async {
-        let options = PostgresOptions::new(&through_proxy)
-            .expect("valid URL")
-            .schema(&schema.name)
-            .expect("valid schema name")
-            .connections_max(6)
-            .acquire_timeout(Duration::from_secs(1))
-            .operation_timeout(OPERATION_TIMEOUT);
+        let options = through(&proxy, &schema, OPERATION_TIMEOUT).connections_max(6);
         Arc::new(PostgresEngine::open(options).await.expect("open through the proxy"))
     };
     let (a, b) = (open().await, open().await);
@@ -647,6 +639,85 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     proxy.stop().await;
 }
 
+/// The bulk calls (their work grows with the queue) are watched rather than bounded: while
+/// the database works on them, here waiting for a lock, they may outlast the operation
+/// timeout many times over and still succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_calls_outlast_the_operation_timeout_while_the_database_works_on_them() {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
+    const HELD: Duration = Duration::from_millis(1_500);
+    let schema = TestSchema::new();
+    let options = common::options(&schema, Arc::new(SystemClock)).operation_timeout(OPERATION_TIMEOUT);
+    let node = Arc::new(PostgresEngine::open(options).await.expect("open"));
+    let (q, counted) = (queue("bulk"), queue("bulk-counted"));
+    for q in [&q, &counted] {
+        let batch = (0..10).map(|i| NewMessage::new(format!("m{i}"))).collect();
+        node.enqueue(q, batch).await.expect("enqueue");
+    }
+
+    let mut blocker = lock_messages(&schema).await;
+    let started = Instant::now();
+    let stats = tokio::spawn({
+        let node = node.clone();
+        async move { node.stats(&counted).await }
+    });
+    let purge = tokio::spawn({
+        let (node, q) = (node.clone(), q.clone());
+        async move { node.purge(&q).await }
+    });
+    tokio::time::sleep(HELD).await;
+    blocker.execute("COMMIT").await.expect("unlock");
+    let stats = tokio::time::timeout(Duration::from_secs(10), stats)
+        .await
+        .expect("the stats came back")
+        .expect("stats task");
+    assert_eq!(stats.expect("stats succeed").ready, 10);
+    let purged = tokio::time::timeout(Duration::from_secs(10), purge)
+        .await
+        .expect("the purge came back")
+        .expect("purge task");
+    assert_eq!(purged.expect("the purge succeeds"), 10);
+    assert!(started.elapsed() >= HELD, "the calls did not wait for the lock");
+}
+
+/// A bulk call whose connection goes silent while it runs (its host gone without resetting
+/// the connection) fails with `Unavailable` within a few operation timeouts rather than
+/// waiting for TCP to give up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_call_whose_connection_goes_silent_fails_instead_of_hanging() {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    let schema = TestSchema::new();
+    let proxy = proxy_to_the_test_database().await;
+    let options = through(&proxy, &schema, OPERATION_TIMEOUT);
+    let node = Arc::new(PostgresEngine::open(options).await.expect("open through the proxy"));
+    let q = queue("bulk-silent");
+    node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+
+    // The purge waits for the lock on a connection that then goes silent: the server does
+    // the work once the lock is gone, but its answer never arrives.
+    let mut blocker = lock_messages(&schema).await;
+    let purge = tokio::spawn({
+        let (node, q) = (node.clone(), q.clone());
+        async move { node.purge(&q).await }
+    });
+    tokio::time::sleep(OPERATION_TIMEOUT).await;
+    proxy.blackhole();
+    blocker.execute("COMMIT").await.expect("unlock");
+    let silenced = Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(15), purge)
+        .await
+        .expect("the purge hung on its silent connection")
+        .expect("purge task")
+        .expect_err("the purge's answer never arrived");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(
+        silenced.elapsed() < OPERATION_TIMEOUT * 6,
+        "the purge took {:?} to fail",
+        silenced.elapsed()
+    );
+    proxy.stop().await;
+}
+
 /// Runs round trips on `engine` until 30 in a row succeed (at most 20 s); every failure must
 /// be `Unavailable`. Returns how many failed.
 async fn failures_until_recovered(engine: &PostgresEngine, q: &QueueRef) -> usize {
@@ -669,6 +740,28 @@ async fn failures_until_recovered(engine: &PostgresEngine, q: &QueueRef) -> usiz
         }
     }
     failures
+}
+
+/// A proxy in front of the test database, whose open connections a test can silence.
+async fn proxy_to_the_test_database() -> courier_testkit::network::Proxy {
+    let upstream = url_host_port(&common::url());
+    courier_testkit::network::Proxy::start("127.0.0.1:0".parse().expect("addr"), upstream).await
+}
+
+/// Options for a node on `schema` that reaches the database through `proxy`, with a short
+/// acquire timeout and `operation_timeout`.
+fn through(
+    proxy: &courier_testkit::network::Proxy,
+    schema: &TestSchema,
+    operation_timeout: Duration,
+) -> PostgresOptions {
+    let url = common::url().replacen(&url_host_port(&common::url()), &proxy.addr.to_string(), 1);
+    PostgresOptions::new(&url)
+        .expect("valid URL")
+        .schema(&schema.name)
+        .expect("valid schema name")
+        .acquire_timeout(Duration::from_secs(1))
+        .operation_timeout(operation_timeout)
 }
 
 /// `host:port` of a `postgres://user@host:port/db…` URL.
