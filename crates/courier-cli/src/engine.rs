@@ -33,29 +33,44 @@ pub(crate) struct DatabaseArgs {
 /// engines, so a flag that would do nothing is never silently ignored.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub(crate) struct PostgresTuning {
-    /// Most connections a node opens to PostgreSQL, its wake-up listener's included; at least
-    /// 2. Default 16. Only for postgres:// databases.
-    #[arg(long, env = "COURIER_CONNECTIONS_MAX", value_parser = clap::value_parser!(u32).range(2..))]
+    /// Most connections a node opens to PostgreSQL, those of its wake-up listener and its
+    /// bulk-call watcher included; at least 3. Default 16. Only for postgres:// databases.
+    #[arg(
+        long,
+        env = "COURIER_CONNECTIONS_MAX",
+        value_parser = clap::value_parser!(u32).range(i64::from(courier_postgres::CONNECTIONS_MIN)..)
+    )]
     pub(crate) connections_max: Option<u32>,
     /// How long a call waits for a free PostgreSQL connection before it fails with 503.
     /// Default 2000. Only for postgres:// databases.
     #[arg(long, env = "COURIER_ACQUIRE_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) acquire_timeout_ms: Option<u64>,
     /// How long a call to `serve` waits on a PostgreSQL database that stopped answering before
-    /// it fails with 503, waiting for a connection included; bulk operations such as purge may
-    /// run longer while the database is seen working on them. Default 10000. Only for
-    /// postgres:// databases.
+    /// it fails with 503, waiting for a connection included. Bulk operations (purge, queue
+    /// deletion, DLQ purge and redrive, stats) run as long as the database is seen working on
+    /// them, checked at this interval; they fail after two checks see no work. Default 10000.
+    /// Only for postgres:// databases.
     #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) operation_timeout_ms: Option<u64>,
 }
 
 impl PostgresTuning {
     /// The first of these flags that was given, for refusing it where it does not apply.
+    /// Named as flag and environment variable: either may have set it.
     pub(crate) fn first_given(&self) -> Option<&'static str> {
         [
-            (self.connections_max.is_some(), "--connections-max"),
-            (self.acquire_timeout_ms.is_some(), "--acquire-timeout-ms"),
-            (self.operation_timeout_ms.is_some(), "--operation-timeout-ms"),
+            (
+                self.connections_max.is_some(),
+                "--connections-max (COURIER_CONNECTIONS_MAX)",
+            ),
+            (
+                self.acquire_timeout_ms.is_some(),
+                "--acquire-timeout-ms (COURIER_ACQUIRE_TIMEOUT_MS)",
+            ),
+            (
+                self.operation_timeout_ms.is_some(),
+                "--operation-timeout-ms (COURIER_OPERATION_TIMEOUT_MS)",
+            ),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -109,7 +124,7 @@ impl DatabaseArgs {
 
     fn refuse_postgres_flags(&self, what: &str) -> anyhow::Result<()> {
         if self.schema.is_some() {
-            bail!("--schema applies only to postgres:// databases, not to {what}");
+            bail!("--schema (COURIER_SCHEMA) applies only to postgres:// databases, not to {what}");
         }
         if let Some(flag) = self.postgres.first_given() {
             bail!("{flag} applies only to postgres:// databases, not to {what}");
@@ -222,9 +237,15 @@ mod tests {
         let e = error(Some("mysql://user:secret@host/db"), None);
         assert!(e.contains("mysql") && !e.contains("secret"), "{e}");
         let e = error(None, Some("jobs"));
-        assert!(e.contains("--schema applies only to postgres://"), "{e}");
+        assert!(
+            e.contains("--schema (COURIER_SCHEMA) applies only to postgres://"),
+            "{e}"
+        );
         let e = error(Some("sqlite://x.db"), Some("jobs"));
-        assert!(e.contains("--schema applies only to postgres://"), "{e}");
+        assert!(
+            e.contains("--schema (COURIER_SCHEMA) applies only to postgres://"),
+            "{e}"
+        );
         let e = error(Some("postgres://user:secret@host/db"), Some("Bad-Schema"));
         assert!(e.contains("Bad-Schema") && !e.contains("secret"), "{e}");
     }
@@ -253,21 +274,21 @@ mod tests {
         }
         let one_each = [
             (
-                "--connections-max",
+                "--connections-max (COURIER_CONNECTIONS_MAX)",
                 PostgresTuning {
                     connections_max: Some(5),
                     ..PostgresTuning::default()
                 },
             ),
             (
-                "--acquire-timeout-ms",
+                "--acquire-timeout-ms (COURIER_ACQUIRE_TIMEOUT_MS)",
                 PostgresTuning {
                     acquire_timeout_ms: Some(750),
                     ..PostgresTuning::default()
                 },
             ),
             (
-                "--operation-timeout-ms",
+                "--operation-timeout-ms (COURIER_OPERATION_TIMEOUT_MS)",
                 PostgresTuning {
                     operation_timeout_ms: Some(2_500),
                     ..PostgresTuning::default()

@@ -86,5 +86,8 @@ fn unreachable_or_misnamed_databases_fail_with_one_line_and_no_password() {
     let line = failure_line(&["migrate", "--database", &url, "--schema", "No-Such"]);
     assert!(line.contains("schema \"No-Such\" is invalid"), "{line}");
     let line = failure_line(&["migrate", "--schema", "jobs"]);
-    assert!(line.contains("--schema applies only to postgres://"), "{line}");
+    assert!(
+        line.contains("--schema (COURIER_SCHEMA) applies only to postgres://"),
+        "{line}"
+    );
 }

@@ -148,7 +148,7 @@ async fn serve_keeps_to_the_connection_limit_it_is_given() {
             &limit,
             // Calls queue for the few connections: wait for one rather than fail the test.
             "--acquire-timeout-ms",
-            "20000",
+            "9000",
         ],
     );
     let running = Arc::new(AtomicBool::new(true));

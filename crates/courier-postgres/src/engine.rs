@@ -58,6 +58,7 @@ impl PostgresEngine {
         let notifier = Arc::new(crate::wake::Notifier::new());
         let core = Arc::new(Core::new(
             pool.clone(),
+            crate::tx::watcher_pool(&opts.connect, opts.operation_timeout),
             opts.clock.clone(),
             hub.clone(),
             notifier.clone(),
@@ -180,8 +181,9 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     );
     let release_timeout = opts.operation_timeout;
     PgPoolOptions::new()
-        // The wake-up listener has a connection of its own (see `wake::listen`).
-        .max_connections(opts.connections_max.saturating_sub(1).max(1))
+        // The wake-up listener and the bulk-call watcher have a connection each of their own
+        // (see `wake::listen` and `tx::watcher_pool`).
+        .max_connections(opts.connections_max.saturating_sub(2).max(1))
         .acquire_timeout(opts.acquire_timeout)
         // No ping before handing out a pooled connection: it was a round trip on every
         // operation. After a database restart each stale connection fails one call with
@@ -428,7 +430,7 @@ impl QueueEngine for PostgresEngine {
     /// listener and closes the pool; later operations fail with `Unavailable`.
     async fn shutdown(&self) -> Result<(), StorageError> {
         self.stop_tasks();
-        let closing = self.core.pool.close();
+        let closing = async { tokio::join!(self.core.pool.close(), self.core.watcher.close()) };
         self.core.warm.release_all();
         // Connections still waiting on a server that stopped answering are each closed by
         // the release check within the operation timeout; a bulk operation may run longer.

@@ -34,7 +34,7 @@ mod wake;
 mod warm;
 
 pub use engine::{migrate, PostgresEngine};
-pub use options::{PostgresOptions, SCHEMA_DEFAULT, SCHEMA_PARAM};
+pub use options::{PostgresOptions, CONNECTIONS_MIN, SCHEMA_DEFAULT, SCHEMA_PARAM};
 
 /// The hot-path statements, exposed so the plan tests can `EXPLAIN` exactly what the engine
 /// runs. Not a stable API.

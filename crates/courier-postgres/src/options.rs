@@ -12,6 +12,9 @@ use sqlx::postgres::PgConnectOptions;
 pub const SCHEMA_PARAM: &str = "courier_schema";
 /// The schema Courier uses unless told otherwise.
 pub const SCHEMA_DEFAULT: &str = "courier";
+/// Fewest connections an engine can work with: the wake-up listener's, the bulk-call
+/// watcher's and one to serve calls.
+pub const CONNECTIONS_MIN: u32 = 3;
 /// Longest schema name: PostgreSQL's identifier limit (NAMEDATALEN - 1).
 const SCHEMA_BYTES_MAX: usize = 63;
 
@@ -70,9 +73,11 @@ impl PostgresOptions {
         self
     }
 
-    /// Most connections the engine opens (one of them listens for wake-ups). Default 16.
+    /// Most connections the engine opens: one listens for wake-ups, one watches bulk calls
+    /// while they run (see [`operation_timeout`](Self::operation_timeout)), the rest serve
+    /// calls. At least 3. Default 16.
     pub fn connections_max(mut self, n: u32) -> Self {
-        self.connections_max = n.max(2);
+        self.connections_max = n.max(CONNECTIONS_MIN);
         self
     }
 

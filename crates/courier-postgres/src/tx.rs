@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use courier_core::{Clock, MessageId, MessageIdGenerator, QueueRef, StorageError, Timestamp, WaitHub};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::cache::QueueCache;
@@ -24,6 +25,8 @@ const CONFLICT_ATTEMPTS_MAX: u32 = 5;
 /// What the operations of one engine share.
 pub(crate) struct Core {
     pub(crate) pool: PgPool,
+    /// One connection of its own for looking at the backends of bulk operations.
+    pub(crate) watcher: PgPool,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) hub: Arc<WaitHub>,
     /// The schema the tables live in; part of every advisory lock key.
@@ -44,6 +47,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new(
         pool: PgPool,
+        watcher: PgPool,
         clock: Arc<dyn Clock>,
         hub: Arc<WaitHub>,
         notifier: Arc<Notifier>,
@@ -54,6 +58,7 @@ impl Core {
         let warm = WarmConnections::for_pool_of(pool.options().get_max_connections());
         Self {
             pool,
+            watcher,
             warm,
             clock,
             hub,
@@ -102,29 +107,39 @@ impl Core {
 
     /// Runs `work`, a bulk operation on `backend` whose work grows with the queue (so no fixed
     /// time limit fits it), for as long as the database is seen working on it: each time the
-    /// operation timeout passes, another connection looks the backend up. The operation fails
-    /// with a timed-out I/O error when the backend is gone (a restart, a failover), or when two
-    /// looks in a row see no work: the backend waiting for us (its answer lost on a connection
-    /// that went silent), or no answer within the timeout (a frozen or vanished server). One
-    /// such look is forgiven: the backend is idle for a moment between two statements, and a
-    /// look may find the pool busy.
-    pub(crate) async fn watched<T>(&self, backend: Backend, work: impl Future<Output = Db<T>>) -> Db<T> {
+    /// operation timeout passes, the watcher's connection looks the backend up while `work`
+    /// goes on. The operation fails with a timed-out I/O error when the backend is gone (a
+    /// restart, a failover), or when two looks in a row see no work: the backend waiting for
+    /// us for a whole timeout (its answer lost on a connection that went silent), or no answer
+    /// to the look (a frozen or vanished server). A backend given up on is terminated, so it
+    /// does not go on holding the operation's locks.
+    pub(crate) async fn watched<T>(&self, backend: Option<Backend>, work: impl Future<Output = Db<T>>) -> Db<T> {
+        let Some(backend) = backend else {
+            // Its row in pg_stat_activity is hidden from this role: nothing to watch by.
+            return work.await;
+        };
         let mut work = std::pin::pin!(work);
         let mut no_work_seen = false;
         loop {
-            if let Ok(outcome) = tokio::time::timeout(self.operation_timeout, &mut work).await {
-                return outcome;
-            }
-            let look = self.within(backend.state(&self.pool)).await;
-            let working = match &look {
+            let look = async {
+                tokio::time::sleep(self.operation_timeout).await;
+                self.within(backend.working(&self.watcher, self.operation_timeout))
+                    .await
+            };
+            let working = tokio::select! {
+                outcome = &mut work => return outcome,
+                look = look => look,
+            };
+            let working = match working {
+                Ok(Some(working)) => working,
                 Ok(None) => return Err(stopped_working(backend)),
-                Ok(Some(state)) => state == "active",
                 Err(e) => {
                     tracing::debug!(error = %e, pid = backend.pid, "could not look up the backend of a bulk operation");
                     false
                 }
             };
             if !working && no_work_seen {
+                backend.terminate(self).await;
                 return Err(stopped_working(backend));
             }
             no_work_seen = !working;
@@ -147,19 +162,57 @@ pub(crate) struct Backend {
     started_us: i64,
 }
 
+/// `pg_stat_activity`'s row of the backend `$1` started at `$2` (microseconds since the epoch).
+const BACKEND_ROW: &str =
+    "FROM pg_stat_activity WHERE pid = $1 AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2";
+
 impl Backend {
-    /// The backend's state (`active`, `idle in transaction`, …), or `None` if it is gone.
-    async fn state(self, pool: &PgPool) -> Db<Option<String>> {
-        let state: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT state FROM pg_stat_activity WHERE pid = $1 \
-             AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2",
-        )
-        .bind(self.pid)
-        .bind(self.started_us)
-        .fetch_optional(pool)
-        .await?;
-        Ok(state.flatten())
+    /// Whether the backend is working on its operation: running a statement (not blocked on
+    /// sending to or reading from us), or between two of them for less than `recent`; `None`
+    /// if it is gone. With `track_activities` off the server cannot tell, and neither can we.
+    async fn working(self, watcher: &PgPool, recent: Duration) -> Db<Option<bool>> {
+        let sql = format!(
+            "SELECT CASE WHEN state = 'active' THEN wait_event_type IS DISTINCT FROM 'Client' \
+               WHEN state IS NULL OR state = 'disabled' THEN true \
+               ELSE clock_timestamp() - state_change < $3 * interval '1 millisecond' END {BACKEND_ROW}"
+        );
+        let recent_ms = i64::try_from(recent.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query_scalar(&sql)
+            .bind(self.pid)
+            .bind(self.started_us)
+            .bind(recent_ms)
+            .fetch_optional(watcher)
+            .await
     }
+
+    /// Ends the backend given up on, best effort: its transaction rolls back and its locks go
+    /// now rather than when the server notices the closed connection. A role may end its own
+    /// sessions.
+    async fn terminate(self, core: &Core) {
+        let sql = format!("SELECT pg_terminate_backend(pid) {BACKEND_ROW}");
+        let ended = core.within(async {
+            sqlx::query(&sql)
+                .bind(self.pid)
+                .bind(self.started_us)
+                .execute(&core.watcher)
+                .await
+        });
+        if let Err(e) = ended.await {
+            tracing::debug!(error = %e, pid = self.pid, "could not end the backend of an abandoned bulk operation");
+        }
+    }
+}
+
+/// The watcher's pool: one connection, opened at the first look and closed after a minute
+/// unused, so a look never waits for the engine's pool, which the operation it watches may
+/// have taken to its last connection. Its acquire timeout is the operation timeout: a look
+/// that cannot connect in that time counts as no answer.
+pub(crate) fn watcher_pool(connect: &PgConnectOptions, operation_timeout: Duration) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(operation_timeout)
+        .idle_timeout(Duration::from_secs(60))
+        .connect_lazy_with(connect.clone())
 }
 
 /// The error of a bulk operation the database stopped working on: an I/O error, as for a
@@ -195,15 +248,22 @@ impl<'e> Ctx<'e> {
         })
     }
 
-    /// The backend this transaction runs on, for [`Core::watched`].
-    pub(crate) async fn backend(&mut self) -> Db<Backend> {
-        let (pid, started_us) = sqlx::query_as(
-            "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint FROM pg_stat_activity \
-             WHERE pid = pg_backend_pid()",
+    /// The backend this transaction runs on, for [`Core::watched`]; `None` if this role may
+    /// not see its start time (a session whose current role is not its login role).
+    pub(crate) async fn backend(&mut self) -> Db<Option<Backend>> {
+        let (pid, started_us): (i32, Option<i64>) = sqlx::query_as(
+            "SELECT pg_backend_pid(), (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint \
+               FROM pg_stat_activity WHERE pid = pg_backend_pid())",
         )
         .fetch_one(self.conn())
         .await?;
-        Ok(Backend { pid, started_us })
+        if started_us.is_none() {
+            tracing::warn!(
+                pid,
+                "this role cannot see its own session in pg_stat_activity; a bulk operation runs unwatched"
+            );
+        }
+        Ok(started_us.map(|started_us| Backend { pid, started_us }))
     }
 
     /// The transaction's connection, for `execute(ctx.conn())`.

@@ -25,12 +25,13 @@ pub(crate) struct WarmConnections {
 }
 
 impl WarmConnections {
-    /// Keeps up to a third of a pool of `pool_size` beyond its first three (at most 4) idle
+    /// Keeps up to a third of a pool of `pool_size` beyond its first two (at most 4) idle
     /// connections aside: enough for the statements of one busy queue (an enqueue, a receive
     /// and an ack at once), while transactions and other queues still find the rest free (the
-    /// wake-up listener has a connection of its own). A pool of 3 or fewer keeps none.
+    /// wake-up listener and the bulk-call watcher have connections of their own). A pool of 4
+    /// or fewer keeps none.
     pub(crate) fn for_pool_of(pool_size: u32) -> Self {
-        let spare = usize::try_from(pool_size.saturating_sub(3) / 3).unwrap_or(0);
+        let spare = usize::try_from(pool_size.saturating_sub(2) / 3).unwrap_or(0);
         Self {
             idle: Mutex::new(Vec::new()),
             capacity: spare.min(4),

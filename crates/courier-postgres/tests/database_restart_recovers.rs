@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use courier_core::{ErrorKind, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
 use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_testkit::process::ThrowawayPostgres;
+use sqlx::{Connection, Executor};
 
 /// How long an operation may wait for a connection while the database is down.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -104,13 +105,31 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
         .expect("valid URL")
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT);
-    let node = PostgresEngine::open(opts).await.expect("open on the throwaway cluster");
+    let node = Arc::new(PostgresEngine::open(opts).await.expect("open on the throwaway cluster"));
     let q = QueueRef::parse("frozen", "q").expect("valid name");
     let kept = node
         .enqueue(&q, vec![NewMessage::new("before")])
         .await
         .expect("enqueue")[0]
         .id;
+
+    // A purge already running when the server freezes (waiting for a lock, so it is surely
+    // still running): watched, not bounded, it must still fail once the server stops
+    // answering the watcher's looks.
+    let purged = QueueRef::parse("frozen", "purged").expect("valid name");
+    node.enqueue(&purged, vec![NewMessage::new("m")])
+        .await
+        .expect("enqueue");
+    let mut blocker = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    blocker
+        .execute("BEGIN; LOCK TABLE courier.messages IN ACCESS EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let running_purge = tokio::spawn({
+        let node = node.clone();
+        async move { node.purge(&purged).await }
+    });
+    tokio::time::sleep(OPERATION_TIMEOUT).await;
 
     let freezer = pg.clone();
     blocking(move || freezer.freeze()).await;
@@ -144,9 +163,16 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
     // Each call waits at most the operation timeout (or the acquire timeout for a new
     // connection, which a frozen server does not accept either).
     assert!(started.elapsed() < FAIL_FAST, "five calls took {:?}", started.elapsed());
+    let e = tokio::time::timeout(FAIL_FAST, running_purge)
+        .await
+        .expect("the running purge came back")
+        .expect("purge task")
+        .expect_err("nothing answers");
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "running purge: got {e:?}");
 
     let thawer = pg.clone();
     blocking(move || thawer.thaw()).await;
+    blocker.execute("COMMIT").await.expect("unlock");
     let deadline = Instant::now() + RECOVERY_MAX;
     while node.ready().await.is_err() {
         assert!(Instant::now() < deadline, "the node did not recover");

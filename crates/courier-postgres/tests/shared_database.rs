@@ -644,8 +644,8 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
 /// timeout many times over and still succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_calls_outlast_the_operation_timeout_while_the_database_works_on_them() {
-    const OPERATION_TIMEOUT: Duration = Duration::from_millis(200);
-    const HELD: Duration = Duration::from_millis(1_500);
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    const HELD: Duration = Duration::from_millis(2_500);
     let schema = TestSchema::new();
     let options = common::options(&schema, Arc::new(SystemClock)).operation_timeout(OPERATION_TIMEOUT);
     let node = Arc::new(PostgresEngine::open(options).await.expect("open"));
@@ -711,7 +711,7 @@ async fn a_bulk_call_whose_connection_goes_silent_fails_instead_of_hanging() {
         .expect_err("the purge's answer never arrived");
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(
-        silenced.elapsed() < OPERATION_TIMEOUT * 6,
+        silenced.elapsed() < OPERATION_TIMEOUT * 10,
         "the purge took {:?} to fail",
         silenced.elapsed()
     );
