@@ -12,7 +12,9 @@ use sqlx::Executor;
 
 use crate::{baseline, BenchConfig, BenchError, Target};
 
-/// Connections each PostgreSQL engine (and the baseline) may open: the same pool for both.
+/// Connections each PostgreSQL engine (and the baseline) may open: the same limit for both.
+/// The engine's include its wake-up listener and bulk-call watcher, so 14 serve calls; either
+/// way more than the 8 producer and consumer tasks ever use at once.
 pub(crate) const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// Storage for one bench run.

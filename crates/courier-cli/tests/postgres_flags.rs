@@ -68,7 +68,8 @@ async fn migrate_creates_the_schema_chosen_by_flag_or_environment() {
     );
 }
 
-/// Connections the server under test may open, its wake-up listener's included.
+/// Connections the server under test may open, its wake-up listener's and bulk-call
+/// watcher's included: an engine pool of one.
 const CONNECTIONS_MAX: usize = 3;
 /// Queues loaded at once: each has its own enqueue, receive and ack statements in flight, so
 /// a node left to its default pool (16) opens well over [`CONNECTIONS_MAX`] connections.

@@ -16,7 +16,7 @@ use courier_core::{
 };
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Executor, PgPool};
+use sqlx::{Executor, PgPool};
 use tokio::task::JoinHandle;
 
 use crate::admin::Side;
@@ -190,18 +190,7 @@ fn connect(opts: &PostgresOptions) -> PgPool {
         // `Unavailable` (a retryable error) and is dropped, as it would if the database went
         // away between the ping and the query.
         .test_before_acquire(false)
-        // Bounds the release check: sqlx pings every connection handed back, first waiting for
-        // the answers to whatever was left unread on it, and with no limit a connection to a
-        // host that vanished without closing its sockets would hold its pool slot until TCP
-        // gives up (many minutes). This ping runs first, bounded; an error closes the
-        // connection at once. (sqlx's own ping follows; on a sound connection both are quick.)
-        .after_release(move |conn, _meta| {
-            Box::pin(async move {
-                crate::tx::within_limit(release_timeout, conn.ping())
-                    .await
-                    .map(|()| true)
-            })
-        })
+        .after_release(crate::tx::bounded_release_check(release_timeout))
         .after_connect(move |conn, _meta| {
             let session = session.clone();
             Box::pin(async move {
@@ -430,7 +419,10 @@ impl QueueEngine for PostgresEngine {
     /// listener and closes the pool; later operations fail with `Unavailable`.
     async fn shutdown(&self) -> Result<(), StorageError> {
         self.stop_tasks();
-        let closing = async { tokio::join!(self.core.pool.close(), self.core.watcher.close()) };
+        // `close` marks a pool closed when called, before `release_all`: nothing kept warm is
+        // taken again afterwards.
+        let (closing, closing_watcher) = (self.core.pool.close(), self.core.watcher.close());
+        let closing = async { tokio::join!(closing, closing_watcher) };
         self.core.warm.release_all();
         // Connections still waiting on a server that stopped answering are each closed by
         // the release check within the operation timeout; a bulk operation may run longer.

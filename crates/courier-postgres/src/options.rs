@@ -98,7 +98,8 @@ impl PostgresOptions {
     /// (purge, queue deletion, DLQ purge and redrive, stats) may run longer, for as long as the
     /// database is seen working on them: each time this much has passed, another connection
     /// checks that their server process is still busy with them, and they fail when it is
-    /// gone or two checks in a row find it idle or get no answer within this timeout. A long poll applies the timeout
+    /// gone or two checks in a row see no work: it blocked on the client or idle for a whole
+    /// timeout, or no answer within this timeout. A long poll applies the timeout
     /// to each look at the queue, not to its wait. An operation that timed out
     /// may still take effect, possibly much later if the server was only frozen: retry with
     /// an idempotency key where a duplicate matters. Keep it above the acquire timeout, which

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use courier_core::{Clock, MessageId, MessageIdGenerator, QueueRef, StorageError, Timestamp, WaitHub};
+use sqlx::pool::PoolConnectionMetadata;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use crate::cache::QueueCache;
 use crate::error::{is_conflict, storage, Db};
@@ -127,12 +128,20 @@ impl Core {
                     .await
             };
             let working = tokio::select! {
+                // A finished operation wins over a look that came back at the same moment.
+                biased;
                 outcome = &mut work => return outcome,
                 look = look => look,
             };
             let working = match working {
                 Ok(Some(working)) => working,
                 Ok(None) => return Err(stopped_working(backend)),
+                // The server answered, refusing the look (say, too many connections): it is
+                // up, and nothing says the operation stopped.
+                Err(e @ sqlx::Error::Database(_)) => {
+                    tracing::debug!(error = %e, pid = backend.pid, "a look at the backend of a bulk operation was refused");
+                    true
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, pid = backend.pid, "could not look up the backend of a bulk operation");
                     false
@@ -212,7 +221,23 @@ pub(crate) fn watcher_pool(connect: &PgConnectOptions, operation_timeout: Durati
         .max_connections(1)
         .acquire_timeout(operation_timeout)
         .idle_timeout(Duration::from_secs(60))
+        .after_release(bounded_release_check(operation_timeout))
         .connect_lazy_with(connect.clone())
+}
+
+/// What [`bounded_release_check`] answers: whether to keep the connection.
+type ReleaseCheck<'c> = std::pin::Pin<Box<dyn Future<Output = Result<bool, sqlx::Error>> + Send + 'c>>;
+
+/// The check a pool runs on each connection handed back, bounded by `limit`. sqlx pings every
+/// connection handed back, first waiting for the answers to whatever was left unread on it,
+/// and with no limit a connection to a host that vanished without closing its sockets would
+/// hold its pool slot until TCP gives up (many minutes). This ping runs first, bounded; an
+/// error closes the connection at once. (sqlx's own ping follows; on a sound connection both
+/// are quick.)
+pub(crate) fn bounded_release_check(
+    limit: Duration,
+) -> impl for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> ReleaseCheck<'c> + Send + Sync + 'static {
+    move |conn, _meta| Box::pin(async move { within_limit(limit, conn.ping()).await.map(|()| true) })
 }
 
 /// The error of a bulk operation the database stopped working on: an I/O error, as for a
@@ -257,11 +282,11 @@ impl<'e> Ctx<'e> {
         )
         .fetch_one(self.conn())
         .await?;
+        static WARNED: std::sync::Once = std::sync::Once::new();
         if started_us.is_none() {
-            tracing::warn!(
-                pid,
-                "this role cannot see its own session in pg_stat_activity; a bulk operation runs unwatched"
-            );
+            WARNED.call_once(|| {
+                tracing::warn!(pid, "this role cannot see its own sessions in pg_stat_activity; bulk operations run unwatched, with no time limit");
+            });
         }
         Ok(started_us.map(|started_us| Backend { pid, started_us }))
     }
