@@ -51,9 +51,13 @@ impl Backend {
     /// What the report calls this engine.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Self::Sqlite(_) => "sqlite (WAL, synchronous=FULL)".to_owned(),
+            Self::Sqlite(_) => "sqlite (WAL, synchronous=FULL: every write durable before it returns)".to_owned(),
             Self::Postgres { options, .. } => {
-                format!("postgres {} (synchronous_commit=on)", options.location())
+                format!(
+                    "postgres {} (synchronous_commit=on: every write durable before it returns, \
+                     but a lease, which a database crash may take back)",
+                    options.location()
+                )
             }
         }
     }

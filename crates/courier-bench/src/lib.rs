@@ -246,7 +246,7 @@ impl Report {
             )
         };
         let mut out = format!(
-            "{}: payload {} B, {} producers / {} consumers, every write durable before it returns\n",
+            "{}: payload {} B, {} producers / {} consumers\n",
             self.engine, self.config.payload_bytes, self.config.producers, self.config.consumers
         );
         out += &format!("{:<34} {:>10.0} rows/s ({})\n", "raw baseline", base, self.baseline);

@@ -163,7 +163,8 @@ const IDLE_IN_TRANSACTION_MS_MAX: u64 = 30_000;
 /// A lazily connecting pool whose every connection searches `schema` and commits synchronously.
 fn connect(opts: &PostgresOptions) -> PgPool {
     // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`. synchronous_commit is set explicitly
-    // rather than trusting the server's default: a reply must never precede a durable commit.
+    // rather than trusting the server's default: a reply must never precede a durable commit
+    // (leases, which may be lost, turn it off for their own statement; see `receive_sql`).
     // A node that stalls inside a transaction (paused, partitioned) would keep row locks that
     // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
     // ends such a session after a bound instead of waiting for TCP to notice. Notices such as
@@ -195,7 +196,7 @@ fn connect(opts: &PostgresOptions) -> PgPool {
             let session = session.clone();
             Box::pin(async move {
                 conn.execute(sqlx::raw_sql(&session)).await?;
-                Ok(())
+                crate::epoch::join(conn).await
             })
         })
         .connect_lazy_with(opts.connect.clone())
@@ -203,7 +204,10 @@ fn connect(opts: &PostgresOptions) -> PgPool {
 
 async fn migrate_pool(pool: &PgPool, schema: &str) -> Result<i64, StorageError> {
     let mut conn = pool.acquire().await.map_err(storage)?;
-    crate::schema::migrate(&mut conn, schema).await
+    let version = crate::schema::migrate(&mut conn, schema).await?;
+    // This connection opened before the lease epoch tables may have existed.
+    crate::epoch::join(&mut conn).await.map_err(storage)?;
+    Ok(version)
 }
 
 fn validate_batch(messages: &[NewMessage]) -> Result<(), InvalidInput> {

@@ -10,6 +10,7 @@ use courier_core::{
 use sqlx::{PgConnection, Row};
 
 use crate::combine::split_by;
+use crate::epoch::FLOOR_SETTING;
 use crate::error::{corrupt, storage, Db};
 use crate::groups::promote_groups;
 use crate::queues::QueueMeta;
@@ -27,21 +28,32 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// with its 1-based position in the pick order, `(visible_at, seq)`, to sort by, and the
 /// `visible_at` it had before, to give it its place back should no one take the lease.
 ///
+/// The statement commits without waiting for the WAL flush (`synchronous_commit` off for its
+/// own implicit transaction only): a lease need not
+/// outlive a database crash. A database crash may take
+/// back the last leases granted (those messages are ready again, as when a lease runs out; any
+/// later durable commit, such as the ack, makes them durable first), and the tokens stay above
+/// the incarnation's floor, so they still only grow across such a crash (see `epoch.rs`).
+///
 /// The picked rows are updated by their `ctid` (a TID scan: the row lock taken by the pick
 /// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),
 /// never by a `queue_id` term the planner could cost on stale statistics, say a bitmap scan
 /// over the whole queue for a table analyzed while it was small.
 pub(crate) fn receive_sql() -> String {
-    let pick = "WITH picked AS MATERIALIZED (\
+    let pick = format!(
+        "WITH picked AS MATERIALIZED (\
        SELECT ctid AS tid, id, visible_at, seq FROM messages \
        WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
        ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
      ranked AS (SELECT tid, visible_at AS was, row_number() OVER (ORDER BY visible_at, seq) AS pos \
        FROM picked) \
      UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
-       lease_id = gen_random_uuid(), fencing_token = m.fencing_token + 1, deliveries = m.deliveries + 1 \
-     FROM ranked WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND m.ctid = ranked.tid \
-     RETURNING ranked.pos, ranked.was, ";
+       lease_id = gen_random_uuid(), deliveries = m.deliveries + 1, \
+       fencing_token = GREATEST(m.fencing_token + 1, current_setting('{FLOOR_SETTING}')::bigint) \
+     FROM ranked, (SELECT set_config('synchronous_commit', 'off', true)) AS lease_commit \
+     WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND m.ctid = ranked.tid \
+     RETURNING ranked.pos, ranked.was, "
+    );
     format!("{pick}{MESSAGE_COLUMNS}")
 }
 

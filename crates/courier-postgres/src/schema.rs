@@ -24,7 +24,10 @@ pub(crate) mod status {
 }
 
 /// `(version, SQL)`, oldest first; versions are 1, 2, 3, … without gaps.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_initial.sql")),
+    (2, include_str!("../migrations/0002_lease_epochs.sql")),
+];
 
 /// The newest schema version this build knows.
 pub(crate) fn latest_version() -> i64 {

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier_core::{ErrorKind, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
+use courier_core::{ErrorKind, LeaseError, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
 use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_testkit::process::ThrowawayPostgres;
 use sqlx::{Connection, Executor};
@@ -194,4 +194,72 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
         let got = node.receive(&q, &opts).await.expect("receive");
         seen.extend(got.deliveries.iter().map(|d| d.message.payload.to_vec()));
     }
+}
+
+/// A receive commits its leases without waiting for the disk, so a database crash may take
+/// the last ones back: the message is ready again at once, as if its lease had run out. Its
+/// next lease must still carry a higher fencing token than the lost one (which a consumer may
+/// already have shown to a downstream system), and the lost lease can settle nothing.
+///
+/// The crash is made deterministic: the WAL writer is stopped before the receive, so nothing
+/// writes the lease's commit record out, then killed, which makes PostgreSQL reinitialize and
+/// recover from what is on disk (as after a power cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let node = open(&pg).await;
+    let q = QueueRef::parse("crash", "q").expect("valid name");
+    let id = node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let wal_writer: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
+        .fetch_one(&mut admin)
+        .await
+        .expect("the WAL writer's pid");
+    let long_lease = ReceiveOptions {
+        lease: Some(Duration::from_secs(3_600)),
+        ..ReceiveOptions::default()
+    };
+
+    signal(wal_writer, "-STOP");
+    let lost = node.try_receive(&q, &long_lease).await.expect("receive");
+    signal(wal_writer, "-KILL");
+    let lost = lost.deliveries.into_iter().next().expect("leased before the crash");
+    assert_eq!(lost.message.id, id);
+
+    let deadline = Instant::now() + RECOVERY_MAX;
+    let again = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the message did not come back after the crash"
+        );
+        match node.try_receive(&q, &long_lease).await {
+            Ok(batch) if !batch.deliveries.is_empty() => break batch.deliveries.into_iter().next(),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let again = again.expect("one delivery");
+    assert_eq!(again.message.id, id, "the lost lease made the message ready again");
+    assert!(
+        again.lease.fencing_token > lost.lease.fencing_token,
+        "a fencing token repeated across the crash: {:?} after {:?}",
+        again.lease.fencing_token,
+        lost.lease.fencing_token
+    );
+    let e = node
+        .ack(&q, &lost.receipt())
+        .await
+        .expect_err("the lost lease is stale");
+    assert!(matches!(e, LeaseError::Stale(m) if m == id), "got {e:?}");
+    node.ack(&q, &again.receipt())
+        .await
+        .expect("the new lease settles the message");
+}
+
+/// Sends `signal` (as `kill` spells it) to a server process.
+fn signal(pid: i32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid}: {status}");
 }

@@ -1,0 +1,20 @@
+-- Courier on PostgreSQL, schema version 2: lease epochs.
+--
+-- A receive commits its leases without waiting for the WAL flush (receive.rs), so a crash of
+-- the database may take back the last leases it granted: those messages are ready again, as
+-- if their leases had run out. Fencing tokens must still only grow, so every incarnation of
+-- the database that may have lost commits leases from a floor above every token the one
+-- before could have handed out (epoch.rs).
+--
+-- lease_epoch counts incarnations durably. lease_epoch_now is UNLOGGED: PostgreSQL empties it
+-- at every crash recovery and on a promoted standby, exactly the events that can lose a
+-- commit that did not wait for the flush; a clean shutdown flushes everything and keeps it.
+-- Its one row, once present, is this incarnation's floor.
+CREATE TABLE lease_epoch (
+    epoch   bigint NOT NULL
+);
+INSERT INTO lease_epoch (epoch) VALUES (0);
+
+CREATE UNLOGGED TABLE lease_epoch_now (
+    floor   bigint PRIMARY KEY
+);

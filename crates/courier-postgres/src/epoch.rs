@@ -1,0 +1,81 @@
+//! Lease epochs: why a receive may commit its leases without waiting for the disk, and fencing
+//! tokens still only grow when a database crash takes some of those leases back.
+//!
+//! Each connection learns, when it opens, the floor of the database's current incarnation and
+//! keeps it in the session setting [`FLOOR_SETTING`]; the receive statement leases with tokens
+//! of at least that floor. The first connection of an incarnation (after a crash recovery, a
+//! failover, or on a new schema) counts it in `lease_epoch` with a synchronous commit before any
+//! lease of it is granted, so each incarnation's floor lies above every token of the last.
+
+use sqlx::{Acquire, PgConnection};
+
+/// The session setting holding the connection's lease floor. The receive statement reads it
+/// with `current_setting`, which fails, rather than leasing with a token too low, on a session
+/// that never joined an epoch.
+pub(crate) const FLOOR_SETTING: &str = "courier.lease_floor";
+
+/// How many tokens one message can be handed within one incarnation before they would reach
+/// the next one's floor: 2^32 leases of one message, unreachable in practice.
+const EPOCH_SHIFT: u32 = 32;
+
+/// Sets this session's lease floor from `lease_epoch_now`, counting a new epoch first when the
+/// incarnation has none yet. Does nothing on a schema that is not migrated yet (the connection
+/// that migrates it joins afterwards, see `engine::migrate_pool`).
+pub(crate) async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('lease_epoch_now') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !migrated || adopt_floor(conn).await? {
+        return Ok(());
+    }
+    let mut tx = conn.begin().await?;
+    // Connections opening together after a crash count one epoch between them: the first
+    // takes the lock and counts, the others then find its floor.
+    sqlx::query("LOCK TABLE lease_epoch IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    if !adopt_floor(&mut tx).await? {
+        let epoch: i64 = sqlx::query_scalar("UPDATE lease_epoch SET epoch = epoch + 1 RETURNING epoch")
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO lease_epoch_now (floor) VALUES ($1)")
+            .bind(floor_of(epoch))
+            .execute(&mut *tx)
+            .await?;
+        adopt_floor(&mut tx).await?;
+        tracing::info!(
+            epoch,
+            "counted a new lease epoch: the database started afresh or recovered from a crash"
+        );
+    }
+    // Synchronous (the session's setting): the new floor is durable before any lease uses it.
+    tx.commit().await
+}
+
+/// Copies the incarnation's floor into the session setting; false if there is none yet. Set
+/// inside a transaction, the setting lasts only if that transaction commits.
+async fn adopt_floor(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    let adopted = sqlx::query("SELECT set_config($1, floor::text, false) FROM lease_epoch_now")
+        .bind(FLOOR_SETTING)
+        .fetch_optional(conn)
+        .await?;
+    Ok(adopted.is_some())
+}
+
+/// The lowest token epoch `epoch` (1, 2, …) hands out: 0 for the first, so a new schema's
+/// tokens count 1, 2, 3, … exactly as on the embedded engine.
+fn floor_of(epoch: i64) -> i64 {
+    epoch.saturating_sub(1).saturating_mul(1 << EPOCH_SHIFT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_epoch_starts_at_zero_and_each_next_one_above_all_tokens_of_the_last() {
+        assert_eq!(floor_of(1), 0);
+        assert_eq!(floor_of(2), 1 << 32);
+        assert!(floor_of(3) > floor_of(2) + i64::from(u32::MAX));
+    }
+}
