@@ -14,6 +14,10 @@ use sqlx::{Acquire, PgConnection};
 /// that never joined an epoch.
 pub(crate) const FLOOR_SETTING: &str = "courier.lease_floor";
 
+// Statements on the one-row tables say `WHERE one`, so they can use the key: the engine's
+// sessions have `enable_seqscan` off, which costs a sequential scan so high that PostgreSQL
+// compiles it with JIT first (~30–80 ms a statement, on every new connection).
+
 /// How many tokens one message can be handed within one incarnation before they would reach
 /// the next one's floor: 2^32 leases of one message, unreachable in practice.
 const EPOCH_SHIFT: u32 = 32;
@@ -21,7 +25,19 @@ const EPOCH_SHIFT: u32 = 32;
 /// Sets this session's lease floor from `lease_epoch_now`, counting a new epoch first when the
 /// incarnation has none yet. Does nothing on a schema that is not migrated yet (the connection
 /// that migrates it joins afterwards, see `engine::migrate_pool`).
+///
+/// A failure is logged here with its cause: the pool retries a connection whose set-up failed
+/// until the acquire timeout and then reports only that it timed out. A role that may not
+/// write the epoch tables, or a read-only standby, fails here.
 pub(crate) async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    let joined = join_or_count(conn).await;
+    if let Err(error) = &joined {
+        tracing::error!(%error, "a new connection could not join the lease epoch; it cannot lease messages");
+    }
+    joined
+}
+
+async fn join_or_count(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let migrated: bool = sqlx::query_scalar("SELECT to_regclass('lease_epoch_now') IS NOT NULL")
         .fetch_one(&mut *conn)
         .await?;
@@ -35,7 +51,7 @@ pub(crate) async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     if !adopt_floor(&mut tx).await? {
-        let epoch: i64 = sqlx::query_scalar("UPDATE lease_epoch SET epoch = epoch + 1 RETURNING epoch")
+        let epoch: i64 = sqlx::query_scalar("UPDATE lease_epoch SET epoch = epoch + 1 WHERE one RETURNING epoch")
             .fetch_one(&mut *tx)
             .await?;
         sqlx::query("INSERT INTO lease_epoch_now (floor) VALUES ($1)")
@@ -55,7 +71,7 @@ pub(crate) async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// Copies the incarnation's floor into the session setting; false if there is none yet. Set
 /// inside a transaction, the setting lasts only if that transaction commits.
 async fn adopt_floor(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let adopted = sqlx::query("SELECT set_config($1, floor::text, false) FROM lease_epoch_now")
+    let adopted = sqlx::query("SELECT set_config($1, floor::text, false) FROM lease_epoch_now WHERE one")
         .bind(FLOOR_SETTING)
         .fetch_optional(conn)
         .await?;

@@ -31,7 +31,8 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// The statement commits without waiting for the WAL flush (`synchronous_commit` off for its
 /// own implicit transaction only): a lease need not
 /// outlive a database crash. A database crash may take
-/// back the last leases granted (those messages are ready again, as when a lease runs out; any
+/// back the last leases granted (those messages are ready again at once, with no failure
+/// counted and their delivery count as before; any
 /// later durable commit, such as the ack, makes them durable first), and the tokens stay above
 /// the incarnation's floor, so they still only grow across such a crash (see `epoch.rs`).
 ///

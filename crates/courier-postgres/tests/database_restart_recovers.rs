@@ -245,6 +245,11 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
         again.lease.fencing_token,
         lost.lease.fencing_token
     );
+    assert!(
+        again.lease.fencing_token.0 >= 1 << 32,
+        "the first lease after the crash starts the second epoch: {:?}",
+        again.lease.fencing_token
+    );
     let e = node
         .ack(&q, &lost.receipt())
         .await
