@@ -14,9 +14,15 @@ use sqlx::{Acquire, PgConnection};
 /// that never joined an epoch.
 pub(crate) const FLOOR_SETTING: &str = "courier.lease_floor";
 
-// Statements on the one-row tables say `WHERE one`, so they can use the key: the engine's
-// sessions have `enable_seqscan` off, which costs a sequential scan so high that PostgreSQL
-// compiles it with JIT first (~30–80 ms a statement, on every new connection).
+/// Copies the floor into the session setting `$1`; a row only if the incarnation has one.
+///
+/// Statements on the one-row tables say `WHERE one`, so they can use the key: the engine's
+/// sessions have `enable_seqscan` off, which costs a sequential scan so high that PostgreSQL
+/// compiles it with JIT first (~30–80 ms a statement, on every new connection).
+pub(crate) const ADOPT_FLOOR_SQL: &str = "SELECT set_config($1, floor::text, false) FROM lease_epoch_now WHERE one";
+
+/// Counts a new epoch and returns it (see [`ADOPT_FLOOR_SQL`] for `WHERE one`).
+pub(crate) const COUNT_EPOCH_SQL: &str = "UPDATE lease_epoch SET epoch = epoch + 1 WHERE one RETURNING epoch";
 
 /// How many tokens one message can be handed within one incarnation before they would reach
 /// the next one's floor: 2^32 leases of one message, unreachable in practice.
@@ -51,9 +57,7 @@ async fn join_or_count(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
         .execute(&mut *tx)
         .await?;
     if !adopt_floor(&mut tx).await? {
-        let epoch: i64 = sqlx::query_scalar("UPDATE lease_epoch SET epoch = epoch + 1 WHERE one RETURNING epoch")
-            .fetch_one(&mut *tx)
-            .await?;
+        let epoch: i64 = sqlx::query_scalar(COUNT_EPOCH_SQL).fetch_one(&mut *tx).await?;
         sqlx::query("INSERT INTO lease_epoch_now (floor) VALUES ($1)")
             .bind(floor_of(epoch))
             .execute(&mut *tx)
@@ -71,7 +75,7 @@ async fn join_or_count(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 /// Copies the incarnation's floor into the session setting; false if there is none yet. Set
 /// inside a transaction, the setting lasts only if that transaction commits.
 async fn adopt_floor(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
-    let adopted = sqlx::query("SELECT set_config($1, floor::text, false) FROM lease_epoch_now WHERE one")
+    let adopted = sqlx::query(ADOPT_FLOOR_SQL)
         .bind(FLOOR_SETTING)
         .fetch_optional(conn)
         .await?;

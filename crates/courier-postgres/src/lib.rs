@@ -90,6 +90,15 @@ pub mod plans {
         crate::receive::RELEASE_SQL
     }
 
+    /// The statements a new connection runs to join the lease epoch: adopting the floor
+    /// (`$1` the setting's name) and counting a new epoch (no parameters).
+    pub fn epoch() -> [(&'static str, &'static str); 2] {
+        [
+            ("adopt the floor", crate::epoch::ADOPT_FLOOR_SQL),
+            ("count an epoch", crate::epoch::COUNT_EPOCH_SQL),
+        ]
+    }
+
     /// Group statements taking `$1` queue id and `$2`: the live-group check (`text[]`) of an
     /// enqueue, and the promotion of a group's next message (`text`).
     pub fn groups() -> [(&'static str, &'static str); 2] {

@@ -390,6 +390,36 @@ async fn receive_plan_uses_index() {
     }
 }
 
+/// The statements every new connection runs on the one-row lease epoch tables use their key:
+/// under the engine's `enable_seqscan = off` a sequential scan is costed so high that
+/// PostgreSQL JIT-compiles it first, tens of milliseconds on every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_the_lease_epoch_scans_no_table() {
+    let schema = TestSchema::new();
+    let _engine = common::open(&schema, Arc::new(SystemClock)).await;
+    let mut conn = schema.connect().await;
+    conn.execute("SET enable_seqscan TO off; SET plan_cache_mode TO force_generic_plan")
+        .await
+        .expect("the engine's planner settings");
+    for (index, (name, sql)) in plans::epoch().into_iter().enumerate() {
+        let (prepared, args) = (
+            format!("epoch_{index}"),
+            if sql.contains("$1") { "('x.y')" } else { "" },
+        );
+        conn.execute(format!("PREPARE {prepared} AS {sql}").as_str())
+            .await
+            .expect("prepare");
+        let plan = explain(&mut conn, sql, |_| {
+            format!("EXPLAIN (FORMAT JSON) EXECUTE {prepared}{args}")
+        })
+        .await;
+        assert!(
+            !plan.to_string().contains("Seq Scan"),
+            "{name} scans its table: {plan:#}"
+        );
+    }
+}
+
 /// A database that cannot be reached fails fast with `Unavailable`, naming the cause.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_database_fails_fast_with_unavailable() {
