@@ -287,6 +287,15 @@ async fn explain(conn: &mut sqlx::PgConnection, sql: &str, bind: impl FnOnce(&st
     serde_json::from_str(&text).expect("plan JSON")
 }
 
+/// The plan of `sql` prepared as `prepared` and executed with `args` (`"(…)"` or empty), as
+/// the session's `plan_cache_mode` makes it.
+async fn explain_prepared(conn: &mut sqlx::PgConnection, prepared: &str, sql: &str, args: &str) -> Value {
+    conn.execute(format!("PREPARE {prepared} AS {sql}").as_str())
+        .await
+        .expect("prepare");
+    explain(conn, sql, |_| format!("EXPLAIN (FORMAT JSON) EXECUTE {prepared}{args}")).await
+}
+
 /// With 22 000 messages in one queue (2 000 of them in 100 ordering groups) and ANALYZEd
 /// statistics, receive, the maintenance before it, ack and the group statements use indexes: no sequential scan of `messages`, with the
 /// parameters at hand (custom plan) nor for any parameters (generic plan).
@@ -357,14 +366,7 @@ async fn receive_plan_uses_index() {
             .await
             .expect("set");
         for (index, (name, sql, args)) in statements.iter().enumerate() {
-            let prepared = format!("hot_{index}_{}", mode.len());
-            conn.execute(format!("PREPARE {prepared} AS {sql}").as_str())
-                .await
-                .expect("prepare");
-            let plan = explain(&mut conn, sql, |_| {
-                format!("EXPLAIN (FORMAT JSON) EXECUTE {prepared}{args}")
-            })
-            .await;
+            let plan = explain_prepared(&mut conn, &format!("hot_{index}_{}", mode.len()), sql, args).await;
             let mut found = Vec::new();
             seq_scans_on_messages(&plan, &mut found);
             assert!(
@@ -402,17 +404,8 @@ async fn joining_the_lease_epoch_scans_no_table() {
         .await
         .expect("the engine's planner settings");
     for (index, (name, sql)) in plans::epoch().into_iter().enumerate() {
-        let (prepared, args) = (
-            format!("epoch_{index}"),
-            if sql.contains("$1") { "('x.y')" } else { "" },
-        );
-        conn.execute(format!("PREPARE {prepared} AS {sql}").as_str())
-            .await
-            .expect("prepare");
-        let plan = explain(&mut conn, sql, |_| {
-            format!("EXPLAIN (FORMAT JSON) EXECUTE {prepared}{args}")
-        })
-        .await;
+        let args = if sql.contains("$1") { "('x.y')" } else { "" };
+        let plan = explain_prepared(&mut conn, &format!("epoch_{index}"), sql, args).await;
         assert!(
             !plan.to_string().contains("Seq Scan"),
             "{name} scans its table: {plan:#}"
