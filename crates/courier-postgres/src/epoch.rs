@@ -1,11 +1,6 @@
-//! Lease epochs: why a receive may commit its leases without waiting for the disk, and fencing
-//! tokens still only grow when a database crash takes some of those leases back.
-//!
-//! Each connection learns, when it opens, the floor of the database's current incarnation and
-//! keeps it in the session setting [`FLOOR_SETTING`]; the receive statement leases with tokens
-//! of at least that floor. The first connection of an incarnation (after a crash recovery, a
-//! failover, or on a new schema) counts it in `lease_epoch` with a synchronous commit before any
-//! lease of it is granted, so each incarnation's floor lies above every token of the last.
+//! Lease epochs: leases commit without waiting for the disk, so a database crash may take the
+//! last ones back; each incarnation of the database leases from a floor above every token of
+//! the one before, so fencing tokens still only grow (docs/specs/queue-semantics.md).
 
 use sqlx::{Acquire, PgConnection};
 
@@ -28,27 +23,33 @@ pub(crate) const COUNT_EPOCH_SQL: &str = "UPDATE lease_epoch SET epoch = epoch +
 /// the next one's floor: 2^32 leases of one message, unreachable in practice.
 const EPOCH_SHIFT: u32 = 32;
 
-/// Sets this session's lease floor from `lease_epoch_now`, counting a new epoch first when the
-/// incarnation has none yet. Does nothing on a schema that is not migrated yet (the connection
-/// that migrates it joins afterwards, see `engine::migrate_pool`).
+/// Sets this session's lease floor (in [`FLOOR_SETTING`]) from `lease_epoch_now`, the first
+/// connection of an incarnation (after a crash recovery, a failover, or on a new schema)
+/// counting a new epoch with a synchronous commit before any lease of it is granted. Does
+/// nothing on a schema that is not migrated yet (the connection that migrates it joins
+/// afterwards, see `engine::migrate_pool`).
 ///
-/// A failure is logged here with its cause: the pool retries a connection whose set-up failed
-/// until the acquire timeout and then reports only that it timed out. A role that may not
-/// write the epoch tables, or a read-only standby, fails here.
+/// A failure is logged here with its cause: the pool drops a connection whose set-up failed
+/// and retries until the acquire timeout, then reports only that it timed out. A role that may
+/// not write the epoch tables, or a read-only standby, fails here.
 pub(crate) async fn join(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
     let joined = join_or_count(conn).await;
     if let Err(error) = &joined {
-        tracing::error!(%error, "a new connection could not join the lease epoch; it cannot lease messages");
+        tracing::error!(
+            %error,
+            "a new connection could not join the lease epoch; it is dropped, and the engine cannot serve until this is fixed"
+        );
     }
     joined
 }
 
 async fn join_or_count(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('lease_epoch_now') IS NOT NULL")
-        .fetch_one(&mut *conn)
-        .await?;
-    if !migrated || adopt_floor(conn).await? {
-        return Ok(());
+    match adopt_floor(conn).await {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        // 42P01, undefined table: not migrated yet.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => return Ok(()),
+        Err(e) => return Err(e),
     }
     let mut tx = conn.begin().await?;
     // Connections opening together after a crash count one epoch between them: the first

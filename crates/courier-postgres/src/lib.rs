@@ -1,10 +1,10 @@
 //! Courier's queue engine on PostgreSQL, for several `courier serve` nodes sharing one database.
 //!
 //! Every operation is one transaction, committed (with `synchronous_commit = on`) before it
-//! returns, except that a receive's leases do not wait for the disk: a database crash may take
-//! them back, and lease epochs keep fencing tokens growing across it (`epoch.rs`). Receivers take disjoint messages with `FOR UPDATE SKIP LOCKED`; leases, fencing
-//! tokens and acks are single conditional statements under row locks, so two nodes can never
-//! both hold a valid lease on one message. Ordering groups are serialized across nodes with
+//! returns, except that a receive's leases do not wait for the disk (see `epoch.rs`).
+//! Receivers take disjoint messages with `FOR UPDATE SKIP LOCKED`; leases, fencing tokens and
+//! acks are single conditional statements under row locks, so two nodes can never both hold a
+//! valid lease on one message. Ordering groups are serialized across nodes with
 //! advisory locks. A receiver long-polling on one node is woken by commits on any node through
 //! `LISTEN/NOTIFY`. The tables live in their own schema (default `courier`), created and
 //! upgraded by the versioned migrations in `migrations/`.

@@ -29,12 +29,8 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// `visible_at` it had before, to give it its place back should no one take the lease.
 ///
 /// The statement commits without waiting for the WAL flush (`synchronous_commit` off for its
-/// own implicit transaction only): a lease need not
-/// outlive a database crash. A database crash may take
-/// back the last leases granted (those messages are ready again at once, with no failure
-/// counted and their delivery count as before; any
-/// later durable commit, such as the ack, makes them durable first), and the tokens stay above
-/// the incarnation's floor, so they still only grow across such a crash (see `epoch.rs`).
+/// own implicit transaction only), and its tokens are at least the connection's lease floor:
+/// see `epoch.rs` for what a database crash does to such leases.
 ///
 /// The picked rows are updated by their `ctid` (a TID scan: the row lock taken by the pick
 /// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),

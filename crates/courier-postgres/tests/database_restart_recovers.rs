@@ -220,9 +220,20 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
         ..ReceiveOptions::default()
     };
 
+    // Whatever the enqueue left to flush (its wake-up NOTIFY commits asynchronously) is flushed
+    // first, so that the only unflushed commit at the crash is the lease's.
+    let settled = Instant::now() + Duration::from_secs(2);
+    while !wal_flushed(&mut admin).await && Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     signal(wal_writer, "-STOP");
     let lost = node.try_receive(&q, &long_lease).await.expect("receive");
+    let lease_unflushed = !wal_flushed(&mut admin).await;
     signal(wal_writer, "-KILL");
+    assert!(
+        lease_unflushed,
+        "the lease's commit was flushed before the crash: it was not asynchronous, or something else flushed the WAL"
+    );
     let lost = lost.deliveries.into_iter().next().expect("leased before the crash");
     assert_eq!(lost.message.id, id);
 
@@ -250,6 +261,11 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
         "the first lease after the crash starts the second epoch: {:?}",
         again.lease.fencing_token
     );
+    assert_eq!(
+        (again.message.deliveries, again.lease.attempt),
+        (lost.message.deliveries, lost.lease.attempt),
+        "the lost lease counts neither a delivery nor a failed attempt"
+    );
     let e = node
         .ack(&q, &lost.receipt())
         .await
@@ -258,6 +274,14 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
     node.ack(&q, &again.receipt())
         .await
         .expect("the new lease settles the message");
+}
+
+/// Whether the server has flushed all the WAL it has written records to.
+async fn wal_flushed(admin: &mut sqlx::PgConnection) -> bool {
+    sqlx::query_scalar("SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()")
+        .fetch_one(admin)
+        .await
+        .expect("WAL positions")
 }
 
 /// Sends `signal` (as `kill` spells it) to a server process.
