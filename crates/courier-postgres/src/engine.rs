@@ -173,11 +173,13 @@ fn connect(opts: &PostgresOptions) -> PgPool {
     // than running the statements; `analyze.rs` keeps the statistics they are made from
     // current while a new table grows. Sequential scans are off because no statement of the
     // engine wants one on a queue table; the planner picks one only on statistics from when
-    // the table was small.
+    // the table was small. JIT is off: it compiles a statement for tens of milliseconds,
+    // which a short statement never earns back, and `enable_seqscan = off` costs any
+    // sequential scan far above its thresholds.
     let session = format!(
         "SET search_path TO \"{}\"; SET synchronous_commit TO on; \
          SET idle_in_transaction_session_timeout TO {IDLE_IN_TRANSACTION_MS_MAX}; \
-         SET client_min_messages TO warning; SET plan_cache_mode TO force_generic_plan; SET enable_seqscan TO off",
+         SET client_min_messages TO warning; SET plan_cache_mode TO force_generic_plan; SET enable_seqscan TO off; SET jit TO off",
         opts.schema
     );
     let release_timeout = opts.operation_timeout;
