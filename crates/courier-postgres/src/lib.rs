@@ -45,7 +45,7 @@ pub mod plans {
     /// The receive statement: `$1` queue id, `$2` now (ms), `$3` max messages, `$4` receive
     /// lease (ms, nullable), `$5` policy lease (ms).
     pub fn receive() -> String {
-        crate::receive::receive_sql()
+        crate::receive::receive_sql().to_owned()
     }
 
     /// Statements taking `$1` queue id, `$2` now (ms) and `$3` a row limit, by name.

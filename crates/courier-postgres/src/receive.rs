@@ -2,6 +2,7 @@
 //! the oldest ready ones with one `FOR UPDATE SKIP LOCKED` statement, so receivers on any
 //! number of nodes take disjoint messages without waiting for each other.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use courier_core::{
@@ -36,9 +37,10 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),
 /// never by a `queue_id` term the planner could cost on stale statistics, say a bitmap scan
 /// over the whole queue for a table analyzed while it was small.
-pub(crate) fn receive_sql() -> String {
-    let pick = format!(
-        "WITH picked AS MATERIALIZED (\
+pub(crate) fn receive_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH picked AS MATERIALIZED (\
        SELECT ctid AS tid, id, visible_at, seq FROM messages \
        WHERE queue_id = $1 AND status = 0 AND visible_at <= $2 AND (expires_at IS NULL OR expires_at > $2) \
        ORDER BY visible_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED), \
@@ -49,9 +51,10 @@ pub(crate) fn receive_sql() -> String {
        fencing_token = GREATEST(m.fencing_token + 1, current_setting('{FLOOR_SETTING}')::bigint) \
      FROM ranked, (SELECT set_config('synchronous_commit', 'off', true)) AS lease_commit \
      WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND m.ctid = ranked.tid \
-     RETURNING ranked.pos, ranked.was, "
-    );
-    format!("{pick}{MESSAGE_COLUMNS}")
+     RETURNING ranked.pos, ranked.was, {MESSAGE_COLUMNS}"
+        )
+    });
+    &SQL
 }
 
 /// In-flight messages whose lease ran out count a failure: ready again at their deadline, or
@@ -255,7 +258,7 @@ async fn lease_ready(
     max: usize,
     lease: Option<Duration>,
 ) -> Db<Vec<(Delivery, i64)>> {
-    let rows = sqlx::query(&receive_sql())
+    let rows = sqlx::query(receive_sql())
         .bind(meta.id)
         .bind(now.as_millis())
         .bind(i64::try_from(max).unwrap_or(i64::MAX))

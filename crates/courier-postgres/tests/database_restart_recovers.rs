@@ -197,7 +197,7 @@ async fn a_frozen_database_fails_requests_after_the_operation_timeout_then_recov
 }
 
 /// A receive commits its leases without waiting for the disk, so a database crash may take
-/// the last ones back: the message is ready again at once, as if its lease had run out. Its
+/// the last ones back: the message is ready again at once, with no failure counted. Its
 /// next lease must still carry a higher fencing token than the lost one (which a consumer may
 /// already have shown to a downstream system), and the lost lease can settle nothing.
 ///
