@@ -110,18 +110,18 @@ impl Backend {
         }
     }
 
-    /// The raw baseline's rows per second on this database.
-    pub(crate) async fn baseline(&mut self, config: &BenchConfig) -> Result<f64, BenchError> {
+    /// The raw baseline's rows per second on this database, in fresh storage named `stage`.
+    pub(crate) async fn baseline(&mut self, stage: &str, config: &BenchConfig) -> Result<f64, BenchError> {
         let (messages, payload) = (config.messages, config.payload_bytes);
         match self {
             Self::Sqlite(dir) => {
-                let path = dir.path().join("baseline.db");
+                let path = dir.path().join(format!("{stage}.db"));
                 tokio::task::spawn_blocking(move || baseline::sqlite(&path, messages, 100, payload))
                     .await
                     .map_err(|e| BenchError::Task(e.to_string()))?
             }
             Self::Postgres { options, run, schemas } => {
-                let schema = format!("courier_bench_{run}_baseline");
+                let schema = format!("courier_bench_{run}_{stage}");
                 schemas.push(schema.clone());
                 let shape = baseline::PgShape {
                     total: messages,

@@ -84,6 +84,9 @@ pub struct BenchConfig {
     pub latency_duration: Duration,
     /// Where the temporary databases go (default: the system temp dir).
     pub dir: Option<PathBuf>,
+    /// How many times to run every stage (at least once); more rounds show how much the
+    /// figures move from one run to the next.
+    pub rounds: usize,
 }
 
 impl Default for BenchConfig {
@@ -98,6 +101,7 @@ impl Default for BenchConfig {
             latency_rate: 1_000,
             latency_duration: Duration::from_secs(5),
             dir: None,
+            rounds: 1,
         }
     }
 }
@@ -122,6 +126,20 @@ pub struct Report {
     pub engine: String,
     /// What the baseline did.
     pub baseline: String,
+    /// Each round's figures, in the order they ran.
+    pub rounds: Vec<Round>,
+    /// Median, least and greatest of each figure over the rounds.
+    pub summary: Summary,
+    /// Where the paced run's producer and consumers ran: `one node` or `two nodes`.
+    pub paced_across: String,
+    /// The configuration used.
+    pub config: ConfigEcho,
+}
+
+/// One pass over every stage: the baseline first, then the engine's stages, each on fresh
+/// storage, so a ratio compares figures measured minutes, not hours, apart.
+#[derive(Debug, Clone, Serialize)]
+pub struct Round {
     /// Rows per second through the raw baseline on the same database.
     pub baseline_rows_per_sec: f64,
     /// In-process, batches of 1.
@@ -129,14 +147,96 @@ pub struct Report {
     /// In-process, batches of 100.
     pub in_process_batch_100: Throughput,
     /// HTTP, single-message calls.
-    pub http_single: Option<Throughput>,
+    pub http_single: Throughput,
     /// Latency at a fixed, moderate rate; on PostgreSQL enqueued on one node and received on
     /// another.
     pub paced_latency: Percentiles,
-    /// Where the paced run's producer and consumers ran: `one node` or `two nodes`.
-    pub paced_across: String,
-    /// The configuration used.
-    pub config: ConfigEcho,
+}
+
+/// How a figure spread over the rounds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Spread {
+    /// The middle value (the mean of the two middle ones for an even count).
+    pub median: f64,
+    /// The least.
+    pub min: f64,
+    /// The greatest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` if there are none or one is not a number.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Self> {
+        let mut sorted: Vec<f64> = values.into_iter().collect();
+        if sorted.is_empty() || sorted.iter().any(|v| v.is_nan()) {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Some(Self {
+            median,
+            min: sorted[0],
+            max: sorted[n - 1],
+        })
+    }
+}
+
+/// A throughput stage over the rounds; each round's ratio is to that round's baseline.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StageSummary {
+    /// Messages per second.
+    pub msgs_per_sec: Spread,
+    /// Messages per second over the same round's baseline rows per second.
+    pub ratio: Spread,
+    /// Median enqueue-to-receive latency under this load, ms.
+    pub p50_ms: Spread,
+    /// 99th percentile enqueue-to-receive latency under this load, ms.
+    pub p99_ms: Spread,
+}
+
+/// Every figure of a run over its rounds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Summary {
+    /// Rows per second through the raw baseline.
+    pub baseline_rows_per_sec: Spread,
+    /// In-process, batches of 1.
+    pub in_process_batch_1: StageSummary,
+    /// In-process, batches of 100.
+    pub in_process_batch_100: StageSummary,
+    /// HTTP, single-message calls.
+    pub http_single: StageSummary,
+    /// Paced run, median latency, ms.
+    pub paced_p50_ms: Spread,
+    /// Paced run, 99th percentile latency, ms.
+    pub paced_p99_ms: Spread,
+}
+
+impl Summary {
+    /// The summary of `rounds`; `None` if there are none or a figure is not a number.
+    pub fn of(rounds: &[Round]) -> Option<Self> {
+        let spread = |figure: fn(&Round) -> f64| Spread::of(rounds.iter().map(figure));
+        let stage = |stage: fn(&Round) -> &Throughput| {
+            Some(StageSummary {
+                msgs_per_sec: Spread::of(rounds.iter().map(|r| stage(r).msgs_per_sec))?,
+                ratio: Spread::of(rounds.iter().map(|r| stage(r).msgs_per_sec / r.baseline_rows_per_sec))?,
+                p50_ms: Spread::of(rounds.iter().map(|r| stage(r).latency.p50_ms))?,
+                p99_ms: Spread::of(rounds.iter().map(|r| stage(r).latency.p99_ms))?,
+            })
+        };
+        Some(Self {
+            baseline_rows_per_sec: spread(|r| r.baseline_rows_per_sec)?,
+            in_process_batch_1: stage(|r| &r.in_process_batch_1)?,
+            in_process_batch_100: stage(|r| &r.in_process_batch_100)?,
+            http_single: stage(|r| &r.http_single)?,
+            paced_p50_ms: spread(|r| r.paced_latency.p50_ms)?,
+            paced_p99_ms: spread(|r| r.paced_latency.p99_ms)?,
+        })
+    }
 }
 
 /// The parts of [`BenchConfig`] worth printing.
@@ -154,19 +254,49 @@ pub struct ConfigEcho {
     pub latency_rate: u32,
 }
 
-/// Runs every benchmark on `target` and returns the figures. Storage the run created is
-/// removed afterwards, also when a stage fails.
+/// Runs every benchmark on `target`, `config.rounds` times over, and returns the figures.
+/// Storage the run created is removed afterwards, also when a stage fails.
 pub async fn run(config: &BenchConfig, target: &Target) -> Result<Report, BenchError> {
     let mut backend = Backend::new(target, config.dir.as_deref())?;
-    let measured = run_stages(config, &mut backend).await;
+    let (engine, baseline, paced_across) = (
+        backend.describe(),
+        backend.describe_baseline(),
+        backend.describe_nodes().to_owned(),
+    );
+    let measured = run_rounds(config, &mut backend).await;
     let cleaned = backend.clean_up().await;
-    let report = measured?;
+    let rounds = measured?;
     cleaned?;
-    Ok(report)
+    let summary = Summary::of(&rounds).ok_or_else(|| BenchError::Task("a run measured no figures".into()))?;
+    Ok(Report {
+        engine,
+        baseline,
+        rounds,
+        summary,
+        paced_across,
+        config: ConfigEcho {
+            payload_bytes: config.payload_bytes,
+            producers: config.producers,
+            consumers: config.consumers,
+            http_clients: config.http_clients,
+            latency_rate: config.latency_rate,
+        },
+    })
 }
 
-async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Report, BenchError> {
-    let baseline_rows_per_sec = backend.baseline(config).await?;
+async fn run_rounds(config: &BenchConfig, backend: &mut Backend) -> Result<Vec<Round>, BenchError> {
+    let mut rounds = Vec::with_capacity(config.rounds);
+    for round in 1..=config.rounds.max(1) {
+        rounds.push(run_round(config, backend, round).await?);
+        tracing::info!(round, "round done");
+    }
+    Ok(rounds)
+}
+
+/// Every stage once, each on fresh storage named after the stage and `round`.
+async fn run_round(config: &BenchConfig, backend: &mut Backend, round: usize) -> Result<Round, BenchError> {
+    let stage = |name: &str| format!("{name}_{round}");
+    let baseline_rows_per_sec = backend.baseline(&stage("baseline"), config).await?;
     backend.end_stage().await?;
     tracing::info!(baseline_rows_per_sec, "raw baseline done");
 
@@ -177,15 +307,15 @@ async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Repor
         consumers: config.consumers,
         payload_bytes: config.payload_bytes,
     };
-    let engine = backend.engine("batch1").await?;
+    let engine = backend.engine(&stage("batch1")).await?;
     let in_process_batch_1 = inprocess::throughput(engine.clone(), shape(1, config.messages / 4)).await?;
     engine.shutdown().await?;
     backend.end_stage().await?;
-    let engine = backend.engine("batch100").await?;
+    let engine = backend.engine(&stage("batch100")).await?;
     let in_process_batch_100 = inprocess::throughput(engine.clone(), shape(100, config.messages)).await?;
     engine.shutdown().await?;
     backend.end_stage().await?;
-    let engine = backend.engine("http").await?;
+    let engine = backend.engine(&stage("http")).await?;
     let http_single = http::single_message(
         engine.clone(),
         config.http_messages,
@@ -195,7 +325,7 @@ async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Repor
     .await?;
     engine.shutdown().await?;
     backend.end_stage().await?;
-    let producer_node = backend.engine("paced").await?;
+    let producer_node = backend.engine(&stage("paced")).await?;
     let consumer_node = backend.second_node(&producer_node).await?;
     let paced_latency = inprocess::paced_latency(
         [producer_node.clone(), consumer_node.clone()],
@@ -206,22 +336,13 @@ async fn run_stages(config: &BenchConfig, backend: &mut Backend) -> Result<Repor
     )
     .await?;
     shut_down(&[producer_node, consumer_node]).await?;
-    Ok(Report {
-        engine: backend.describe(),
-        baseline: backend.describe_baseline(),
+    backend.end_stage().await?;
+    Ok(Round {
         baseline_rows_per_sec,
         in_process_batch_1,
         in_process_batch_100,
-        http_single: Some(http_single),
+        http_single,
         paced_latency,
-        paced_across: backend.describe_nodes().to_owned(),
-        config: ConfigEcho {
-            payload_bytes: config.payload_bytes,
-            producers: config.producers,
-            consumers: config.consumers,
-            http_clients: config.http_clients,
-            latency_rate: config.latency_rate,
-        },
     })
 }
 
@@ -233,9 +354,36 @@ async fn shut_down(engines: &[Arc<dyn QueueEngine>]) -> Result<(), BenchError> {
 }
 
 impl Report {
-    /// A human-readable table of the figures with ratios to the baseline.
+    /// A human-readable table of the figures with ratios to the baseline: each round's, and
+    /// with more than one round, their medians and ranges.
     pub fn render(&self) -> String {
-        let base = self.baseline_rows_per_sec;
+        let mut out = format!(
+            "{}: payload {} B, {} producers / {} consumers\n",
+            self.engine, self.config.payload_bytes, self.config.producers, self.config.consumers
+        );
+        let several = self.rounds.len() > 1;
+        for (i, round) in self.rounds.iter().enumerate() {
+            if several {
+                out += &format!("round {} of {}\n", i + 1, self.rounds.len());
+            }
+            out += &self.render_round(round);
+        }
+        if several {
+            out += &self.render_summary();
+        }
+        out
+    }
+
+    fn http_stage_name(&self) -> String {
+        format!("http, single, {} clients", self.config.http_clients)
+    }
+
+    fn paced_stage_name(&self) -> String {
+        format!("latency at {} msg/s, {}", self.config.latency_rate, self.paced_across)
+    }
+
+    fn render_round(&self, round: &Round) -> String {
+        let base = round.baseline_rows_per_sec;
         let line = |name: &str, t: &Throughput| {
             format!(
                 "{name:<34} {:>10.0} msg/s  ratio {:>5.2}  p50 {:>7.2} ms  p99 {:>7.2} ms\n",
@@ -245,22 +393,79 @@ impl Report {
                 t.latency.p99_ms
             )
         };
-        let mut out = format!(
-            "{}: payload {} B, {} producers / {} consumers\n",
-            self.engine, self.config.payload_bytes, self.config.producers, self.config.consumers
-        );
-        out += &format!("{:<34} {:>10.0} rows/s ({})\n", "raw baseline", base, self.baseline);
-        out += &line("in-process, batch 1", &self.in_process_batch_1);
-        out += &line("in-process, batch 100", &self.in_process_batch_100);
-        if let Some(http) = &self.http_single {
-            out += &line(&format!("http, single, {} clients", self.config.http_clients), http);
-        }
+        let mut out = format!("{:<34} {:>10.0} rows/s ({})\n", "raw baseline", base, self.baseline);
+        out += &line("in-process, batch 1", &round.in_process_batch_1);
+        out += &line("in-process, batch 100", &round.in_process_batch_100);
+        out += &line(&self.http_stage_name(), &round.http_single);
         out += &format!(
             "{:<34} p50 {:.2} ms  p99 {:.2} ms\n",
-            format!("latency at {} msg/s, {}", self.config.latency_rate, self.paced_across),
-            self.paced_latency.p50_ms,
-            self.paced_latency.p99_ms
+            self.paced_stage_name(),
+            round.paced_latency.p50_ms,
+            round.paced_latency.p99_ms
         );
         out
+    }
+
+    fn render_summary(&self) -> String {
+        let s = &self.summary;
+        let range =
+            |x: Spread, digits: usize| format!("{:.digits$} ({:.digits$} – {:.digits$})", x.median, x.min, x.max);
+        let line = |name: &str, t: &StageSummary| {
+            format!(
+                "{name:<34} {} msg/s  ratio {}  p99 {} ms\n",
+                range(t.msgs_per_sec, 0),
+                range(t.ratio, 2),
+                range(t.p99_ms, 2)
+            )
+        };
+        let mut out = format!("median of {} rounds (least – greatest)\n", self.rounds.len());
+        out += &format!("{:<34} {} rows/s\n", "raw baseline", range(s.baseline_rows_per_sec, 0));
+        out += &line("in-process, batch 1", &s.in_process_batch_1);
+        out += &line("in-process, batch 100", &s.in_process_batch_100);
+        out += &line(&self.http_stage_name(), &s.http_single);
+        out += &format!(
+            "{:<34} p50 {} ms  p99 {} ms\n",
+            self.paced_stage_name(),
+            range(s.paced_p50_ms, 2),
+            range(s.paced_p99_ms, 2)
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Spread;
+
+    #[test]
+    fn spread_of_an_odd_count_has_the_middle_value_as_median() {
+        let s = Spread::of([3.0, 1.0, 2.0]).expect("spread");
+        assert_eq!(
+            s,
+            Spread {
+                median: 2.0,
+                min: 1.0,
+                max: 3.0
+            }
+        );
+    }
+
+    #[test]
+    fn spread_of_an_even_count_averages_the_middle_two() {
+        let s = Spread::of([4.0, 1.0, 3.0, 2.0]).expect("spread");
+        assert_eq!(
+            s,
+            Spread {
+                median: 2.5,
+                min: 1.0,
+                max: 4.0
+            }
+        );
+    }
+
+    #[test]
+    fn spread_of_nothing_or_nan_is_none() {
+        assert_eq!(Spread::of([]), None);
+        assert_eq!(Spread::of([1.0, f64::NAN]), None);
     }
 }

@@ -29,25 +29,76 @@ fn bench(extra: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("bench JSON")
 }
 
-fn assert_complete(report: &Value) {
-    assert!(
-        report["baseline_rows_per_sec"].as_f64().is_some_and(|r| r > 0.0),
-        "{report}"
-    );
-    for stage in ["in_process_batch_1", "in_process_batch_100", "http_single"] {
+const STAGES: [&str; 3] = ["in_process_batch_1", "in_process_batch_100", "http_single"];
+
+/// Every round measured every stage.
+fn assert_complete(report: &Value, rounds: usize) {
+    let measured = report["rounds"].as_array().expect("rounds");
+    assert_eq!(measured.len(), rounds, "{report}");
+    for round in measured {
         assert!(
-            report[stage]["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0),
-            "{stage}: {report}"
+            round["baseline_rows_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+            "{report}"
         );
+        for stage in STAGES {
+            assert!(
+                round[stage]["msgs_per_sec"].as_f64().is_some_and(|r| r > 0.0),
+                "{stage}: {report}"
+            );
+        }
+        assert!(round["paced_latency"]["p99_ms"].as_f64().is_some(), "{report}");
     }
-    assert!(report["paced_latency"]["p99_ms"].as_f64().is_some(), "{report}");
+}
+
+fn figure(value: &Value) -> f64 {
+    value.as_f64().unwrap_or_else(|| panic!("not a number: {value}"))
 }
 
 #[test]
 fn bench_on_sqlite_reports_every_stage() {
     let report = bench(&[]);
-    assert_complete(&report);
+    assert_complete(&report, 1);
     assert_eq!(report["paced_across"], "one node");
+}
+
+/// With several rounds each ratio pairs a stage with its own round's baseline, and the
+/// summary's median lies within the rounds' range.
+#[test]
+fn bench_rounds_report_each_round_and_their_spread() {
+    let report = bench(&["--rounds", "2"]);
+    assert_complete(&report, 2);
+    let rounds = report["rounds"].as_array().expect("rounds");
+    for stage in STAGES {
+        let ratios: Vec<f64> = rounds
+            .iter()
+            .map(|r| figure(&r[stage]["msgs_per_sec"]) / figure(&r["baseline_rows_per_sec"]))
+            .collect();
+        let ratio = &report["summary"][stage]["ratio"];
+        let (least, greatest) = (ratios[0].min(ratios[1]), ratios[0].max(ratios[1]));
+        assert!(
+            (figure(&ratio["min"]) - least).abs() < 1e-9,
+            "{stage}: {ratio} vs {ratios:?}"
+        );
+        assert!(
+            (figure(&ratio["max"]) - greatest).abs() < 1e-9,
+            "{stage}: {ratio} vs {ratios:?}"
+        );
+        assert!(
+            (figure(&ratio["median"]) - (least + greatest) / 2.0).abs() < 1e-9,
+            "{stage}: {ratio}"
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_zero_rounds() {
+    let out = courier()
+        .args(["bench", "--rounds", "0"])
+        .output()
+        .expect("run courier bench");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--rounds"), "{stderr}");
 }
 
 /// How many bench schemas the test database holds now.
@@ -69,7 +120,7 @@ fn bench_on_postgres_reports_every_stage_and_cleans_up() {
     // its schemas; this one must not add any.
     let before = bench_schemas(&url);
     let report = bench(&["--database", &url]);
-    assert_complete(&report);
+    assert_complete(&report, 1);
     assert_eq!(report["paced_across"], "two nodes");
     assert_eq!(bench_schemas(&url), before, "bench schemas left behind");
 }

@@ -39,6 +39,10 @@ pub(crate) struct Args {
     /// Directory for the temporary databases (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Run every stage this many times (1–20) and also print each figure's median and range:
+    /// the figures move from run to run on a busy machine.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    rounds: u16,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -67,6 +71,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         latency_rate: args.latency_rate,
         latency_duration: Duration::from_secs(args.latency_secs),
         dir: args.dir,
+        rounds: usize::from(args.rounds),
     };
     let target = match args.database {
         None => Target::Sqlite,
