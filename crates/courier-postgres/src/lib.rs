@@ -43,7 +43,7 @@ pub use options::{PostgresOptions, CONNECTIONS_MIN, SCHEMA_DEFAULT, SCHEMA_PARAM
 #[doc(hidden)]
 pub mod plans {
     /// The receive statement: `$1` queue id, `$2` now (ms), `$3` max messages, `$4` receive
-    /// lease (ms, nullable), `$5` policy lease (ms).
+    /// lease (ms, nullable), `$5` policy lease (ms), `$6` lease ids (`uuid[]`, at least `$3`).
     pub fn receive() -> String {
         crate::receive::receive_sql().to_owned()
     }

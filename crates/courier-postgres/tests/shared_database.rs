@@ -329,7 +329,7 @@ async fn receive_plan_uses_index() {
     let mut statements = vec![(
         "receive",
         plans::receive(),
-        format!("({queue_id}, {now}, 10, NULL, 30000)"),
+        format!("({queue_id}, {now}, 10, NULL, 30000, array_fill(gen_random_uuid(), ARRAY[10]))"),
     )];
     for (name, sql) in plans::maintenance() {
         statements.push((name, sql, format!("({queue_id}, {now}, 1000)")));

@@ -90,6 +90,7 @@ macro_rules! conformance_tests {
             idempotency::dedup_records_outlive_ack_and_purge,
             lease::receive_takes_oldest_visible_first,
             lease::max_messages_caps_the_batch,
+            lease::each_delivery_of_a_batch_has_its_own_lease_id,
             lease::first_lease_has_token_one_and_policy_deadline,
             lease::lease_duration_precedence,
             lease::leased_message_not_redelivered_while_lease_valid,

@@ -43,6 +43,16 @@ pub async fn max_messages_caps_the_batch(h: &dyn Harness) {
     assert_eq!(ctx.take(3).await.len(), 0);
 }
 
+/// Every delivery of one receive has a lease of its own: no two share a lease id, so a
+/// receipt names exactly one lease.
+pub async fn each_delivery_of_a_batch_has_its_own_lease_id(h: &dyn Harness) {
+    let ctx = Ctx::new(h).await;
+    ctx.put_raw((0..5).map(|_| msg("m")).collect()).await;
+    let batch = ctx.take(5).await;
+    let lease_ids: std::collections::HashSet<_> = batch.iter().map(|d| d.lease.lease_id).collect();
+    assert_eq!(lease_ids.len(), 5, "lease ids repeat within a batch: {batch:?}");
+}
+
 /// The first lease has token 1, attempt 1, the policy lease, and the message shows it.
 pub async fn first_lease_has_token_one_and_policy_deadline(h: &dyn Harness) {
     let ctx = Ctx::new(h).await;
