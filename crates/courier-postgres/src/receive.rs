@@ -35,8 +35,9 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// see `epoch.rs` for what a database crash does to such leases.
 ///
 /// Lease ids are minted here rather than by `gen_random_uuid()`, which draws from the
-/// server's strong random source once per row: ~1.5 µs each, a sixth of a 100-row lease's
-/// execution time (`pgbench` of this statement on a scratch schema, 2026-12-05).
+/// server's strong random source once per row: ~1.5 µs each; the array costs less, and a
+/// 100-row lease took ~5 % less time (`pgbench` of this statement on a scratch schema,
+/// docs/BENCHMARKS.md, runs 51–54).
 ///
 /// The picked rows are updated by their `ctid` (a TID scan: the row lock taken by the pick
 /// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),
