@@ -19,9 +19,11 @@ pub(crate) const POSTGRES_CONNECTIONS: u32 = 16;
 
 /// Storage for one bench run.
 pub(crate) enum Backend {
-    /// One database file per stage in a temp dir (deleted when dropped).
+    /// One database file per stage in a temp dir, removed when the stage ends (and the dir
+    /// when dropped).
     Sqlite(tempfile::TempDir),
-    /// One schema per stage, `courier_bench_<run>_<stage>`, dropped by [`Backend::clean_up`].
+    /// One schema per stage, `courier_bench_<run>_<stage>_<round>`, dropped when the stage
+    /// ends or by [`Backend::clean_up`].
     Postgres {
         options: Box<PostgresOptions>,
         run: String,
@@ -135,34 +137,45 @@ impl Backend {
         }
     }
 
-    /// Ends a stage whose engines are shut down: drops the PostgreSQL schemas made so far, so
-    /// autovacuum does not work through a finished stage's dead rows while the next one is
-    /// measured. SQLite's files have no such after-life and stay until the run ends.
+    /// Ends a stage whose engines are shut down: removes its storage, so autovacuum does not
+    /// work through a finished stage's dead rows while the next one is measured (PostgreSQL),
+    /// and a run of many rounds does not fill the disk (SQLite).
     pub(crate) async fn end_stage(&mut self) -> Result<(), BenchError> {
         match self {
-            Self::Sqlite(_) => Ok(()),
-            Self::Postgres { options, schemas, .. } => drop_schemas(options, std::mem::take(schemas)).await,
+            Self::Sqlite(dir) => remove_files_in(dir.path()),
+            Self::Postgres { options, schemas, .. } => drop_schemas(options, schemas).await,
         }
     }
 
     /// Drops every schema this run created and did not drop yet (PostgreSQL); the SQLite temp
     /// dir goes on drop.
-    pub(crate) async fn clean_up(self) -> Result<(), BenchError> {
-        match self {
+    pub(crate) async fn clean_up(mut self) -> Result<(), BenchError> {
+        match &mut self {
             Self::Sqlite(_) => Ok(()),
-            Self::Postgres { options, schemas, .. } => drop_schemas(&options, schemas).await,
+            Self::Postgres { options, schemas, .. } => drop_schemas(options, schemas).await,
         }
     }
 }
 
-async fn drop_schemas(options: &PostgresOptions, schemas: Vec<String>) -> Result<(), BenchError> {
+/// Removes the files in `dir`: the database, WAL and shared-memory files of a finished stage.
+fn remove_files_in(dir: &std::path::Path) -> Result<(), BenchError> {
+    for entry in std::fs::read_dir(dir)? {
+        std::fs::remove_file(entry?.path())?;
+    }
+    Ok(())
+}
+
+/// Drops `schemas`, forgetting each only once it is dropped, so a failure leaves the rest for
+/// [`Backend::clean_up`] to try again.
+async fn drop_schemas(options: &PostgresOptions, schemas: &mut Vec<String>) -> Result<(), BenchError> {
     if schemas.is_empty() {
         return Ok(());
     }
     let pool = sqlx::PgPool::connect_with(options.connect_options()).await?;
-    for schema in schemas {
+    while let Some(schema) = schemas.last() {
         pool.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
             .await?;
+        schemas.pop();
     }
     pool.close().await;
     Ok(())

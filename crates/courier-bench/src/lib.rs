@@ -267,7 +267,8 @@ pub async fn run(config: &BenchConfig, target: &Target) -> Result<Report, BenchE
     let cleaned = backend.clean_up().await;
     let rounds = measured?;
     cleaned?;
-    let summary = Summary::of(&rounds).ok_or_else(|| BenchError::Task("a run measured no figures".into()))?;
+    let summary = Summary::of(&rounds)
+        .ok_or_else(|| BenchError::Task("a stage measured a figure that is not a number".into()))?;
     Ok(Report {
         engine,
         baseline,
@@ -285,10 +286,20 @@ pub async fn run(config: &BenchConfig, target: &Target) -> Result<Report, BenchE
 }
 
 async fn run_rounds(config: &BenchConfig, backend: &mut Backend) -> Result<Vec<Round>, BenchError> {
-    let mut rounds = Vec::with_capacity(config.rounds);
+    let mut rounds = Vec::new();
     for round in 1..=config.rounds.max(1) {
-        rounds.push(run_round(config, backend, round).await?);
-        tracing::info!(round, "round done");
+        let figures = run_round(config, backend, round).await?;
+        // Logged as each round ends, so a failure in a later round does not lose its figures.
+        tracing::info!(
+            round,
+            baseline_rows_per_sec = figures.baseline_rows_per_sec,
+            batch_1 = figures.in_process_batch_1.msgs_per_sec,
+            batch_100 = figures.in_process_batch_100.msgs_per_sec,
+            http_single = figures.http_single.msgs_per_sec,
+            paced_p99_ms = figures.paced_latency.p99_ms,
+            "round done"
+        );
+        rounds.push(figures);
     }
     Ok(rounds)
 }

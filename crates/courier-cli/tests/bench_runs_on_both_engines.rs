@@ -114,13 +114,13 @@ fn bench_schemas(url: &str) -> i64 {
 }
 
 #[test]
-fn bench_on_postgres_reports_every_stage_and_cleans_up() {
+fn bench_on_postgres_reports_every_stage_of_every_round_and_cleans_up() {
     let url = courier_testkit::postgres::url();
     // Compared with before rather than with zero: an earlier run that was killed may have left
     // its schemas; this one must not add any.
     let before = bench_schemas(&url);
-    let report = bench(&["--database", &url]);
-    assert_complete(&report, 1);
+    let report = bench(&["--database", &url, "--rounds", "2"]);
+    assert_complete(&report, 2);
     assert_eq!(report["paced_across"], "two nodes");
     assert_eq!(bench_schemas(&url), before, "bench schemas left behind");
 }

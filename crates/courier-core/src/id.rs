@@ -108,7 +108,8 @@ impl MessageId {
 pub struct LeaseId(pub Uuid);
 
 impl LeaseId {
-    /// A fresh random lease id.
+    /// A fresh lease id: a UUIDv7 (time-ordered with random low bits), unique, but not a
+    /// secret; a lease is checked by id and token, not guarded by being hard to guess.
     pub fn random() -> Self {
         Self(Uuid::now_v7())
     }

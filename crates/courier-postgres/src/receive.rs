@@ -34,10 +34,11 @@ pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 /// own implicit transaction only), and its tokens are at least the connection's lease floor:
 /// see `epoch.rs` for what a database crash does to such leases.
 ///
-/// Lease ids are minted here rather than by `gen_random_uuid()`, which draws from the
-/// server's strong random source once per row: ~1.5 µs each; the array costs less, and a
+/// Lease ids are minted by the node rather than by `gen_random_uuid()`, which draws from the
+/// server's strong random source once per row: ~1.5 µs each; the array costs less, and a full
 /// 100-row lease took ~5 % less time (`pgbench` of this statement on a scratch schema,
-/// docs/BENCHMARKS.md, runs 51–54).
+/// docs/BENCHMARKS.md, runs 51–54). The `COALESCE` only guards against a short array: a
+/// leased row must never be left without a lease id.
 ///
 /// The picked rows are updated by their `ctid` (a TID scan: the row lock taken by the pick
 /// keeps it valid; the join to `ranked` only brings back position and former `visible_at`),
@@ -53,7 +54,7 @@ pub(crate) fn receive_sql() -> &'static str {
      ranked AS (SELECT tid, visible_at AS was, row_number() OVER (ORDER BY visible_at, seq) AS pos \
        FROM picked) \
      UPDATE messages m SET status = 1, visible_at = $2 + COALESCE($4, m.lease_ms, $5), \
-       lease_id = ($6::uuid[])[ranked.pos], deliveries = m.deliveries + 1, \
+       lease_id = COALESCE(($6::uuid[])[ranked.pos], gen_random_uuid()), deliveries = m.deliveries + 1, \
        fencing_token = GREATEST(m.fencing_token + 1, current_setting('{FLOOR_SETTING}')::bigint) \
      FROM ranked, (SELECT set_config('synchronous_commit', 'off', true)) AS lease_commit \
      WHERE m.ctid = ANY(ARRAY(SELECT tid FROM picked)) AND m.ctid = ranked.tid \

@@ -78,6 +78,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Target::Postgres(url),
         Some(_) => anyhow::bail!("--database takes a postgres:// URL; SQLite is the default"),
     };
+    // Each stage's and round's figures go to stderr as they come, so a run that fails late
+    // still shows what it measured.
+    crate::cmd::serve::init_logging_or("warn,courier_bench=info");
     let report = courier_bench::run(&config, &target).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -78,8 +78,13 @@ fn read_token(args: &Args, flag: Option<String>) -> anyhow::Result<Option<String
 }
 
 pub(crate) fn init_logging() {
+    init_logging_or("info");
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or else by `default` (an `EnvFilter` directive).
+pub(crate) fn init_logging_or(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     // Logs go to stderr so stdout carries only the "listening" line.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
