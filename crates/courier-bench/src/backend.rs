@@ -38,12 +38,8 @@ impl Backend {
                 Some(d) => tempfile::tempdir_in(d)?,
                 None => tempfile::tempdir()?,
             }),
-            Target::Postgres(url) => Self::Postgres {
-                options: Box::new(
-                    PostgresOptions::new(url)
-                        .map_err(|e| BenchError::Task(e.to_string()))?
-                        .connections_max(POSTGRES_CONNECTIONS),
-                ),
+            Target::Postgres(options) => Self::Postgres {
+                options: Box::new((**options).clone().connections_max(POSTGRES_CONNECTIONS)),
                 run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
                 schemas: Vec::new(),
             },
@@ -55,9 +51,14 @@ impl Backend {
         match self {
             Self::Sqlite(_) => "sqlite (WAL, synchronous=FULL: every write durable before it returns)".to_owned(),
             Self::Postgres { options, .. } => {
+                let but = if options.is_durable_acks() {
+                    "a lease"
+                } else {
+                    "a lease and an ack of an ungrouped message"
+                };
                 format!(
                     "postgres {} (synchronous_commit=on: every write durable before it returns, \
-                     but a lease, which a database crash may take back)",
+                     but {but}, which a database crash may take back)",
                     options.location()
                 )
             }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::QueueEngine;
+use courier_postgres::PostgresOptions;
 use serde::Serialize;
 
 use crate::backend::Backend;
@@ -59,8 +60,9 @@ pub enum BenchError {
 pub enum Target {
     /// The embedded engine, on files in a temp dir.
     Sqlite,
-    /// The PostgreSQL engine at this URL; every stage gets a fresh schema, dropped afterwards.
-    Postgres(String),
+    /// The PostgreSQL engine with these options (their schema and pool size aside: every
+    /// stage gets a fresh schema, dropped afterwards, and the pool the baseline also gets).
+    Postgres(Box<PostgresOptions>),
 }
 
 /// What to run.

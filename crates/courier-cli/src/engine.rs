@@ -52,6 +52,13 @@ pub(crate) struct PostgresTuning {
     /// Only for postgres:// databases.
     #[arg(long, env = "COURIER_OPERATION_TIMEOUT_MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) operation_timeout_ms: Option<u64>,
+    /// Make every ack durable before it returns. By default an ack of a message outside
+    /// ordering groups commits without waiting for the WAL flush, so a database crash may take
+    /// it back and the message is delivered again (with no failure counted): at-least-once
+    /// allows that, and single-message throughput is 10–25 % higher. Only for postgres://
+    /// databases.
+    #[arg(long, env = "COURIER_DURABLE_ACKS")]
+    pub(crate) durable_acks: bool,
 }
 
 impl PostgresTuning {
@@ -71,6 +78,7 @@ impl PostgresTuning {
                 self.operation_timeout_ms.is_some(),
                 "--operation-timeout-ms (COURIER_OPERATION_TIMEOUT_MS)",
             ),
+            (self.durable_acks, "--durable-acks (COURIER_DURABLE_ACKS)"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -86,7 +94,7 @@ impl PostgresTuning {
         if let Some(ms) = self.operation_timeout_ms {
             opts = opts.operation_timeout(Duration::from_millis(ms));
         }
-        opts
+        opts.durable_acks(self.durable_acks)
     }
 }
 
@@ -260,6 +268,7 @@ mod tests {
             connections_max: Some(5),
             acquire_timeout_ms: Some(750),
             operation_timeout_ms: Some(2_500),
+            durable_acks: true,
         };
         let Ok(Target::Postgres(opts)) = tuned(Some("postgres://u@h/db"), all).target() else {
             panic!("postgres URL must select the postgres engine");
@@ -269,6 +278,7 @@ mod tests {
             "connections_max: 5",
             "acquire_timeout: 750ms",
             "operation_timeout: 2.5s",
+            "durable_acks: true",
         ] {
             assert!(described.contains(expected), "{expected} missing from {described}");
         }
@@ -291,6 +301,13 @@ mod tests {
                 "--operation-timeout-ms (COURIER_OPERATION_TIMEOUT_MS)",
                 PostgresTuning {
                     operation_timeout_ms: Some(2_500),
+                    ..PostgresTuning::default()
+                },
+            ),
+            (
+                "--durable-acks (COURIER_DURABLE_ACKS)",
+                PostgresTuning {
+                    durable_acks: true,
                     ..PostgresTuning::default()
                 },
             ),

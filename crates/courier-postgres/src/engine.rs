@@ -59,11 +59,9 @@ impl PostgresEngine {
         let core = Arc::new(Core::new(
             pool.clone(),
             crate::tx::watcher_pool(&opts.connect, opts.operation_timeout),
-            opts.clock.clone(),
             hub.clone(),
             notifier.clone(),
-            opts.schema.clone(),
-            opts.operation_timeout,
+            &opts,
         ));
         let listener = crate::wake::listen(&opts.connect, &core.channel, opts.operation_timeout)
             .await

@@ -28,9 +28,10 @@ use crate::tx::{Core, Ctx};
 pub(crate) const ACK_SQL: &str = "DELETE FROM messages WHERE queue_id = $1 AND id = $2 AND status + 0 = 1 \
      AND lease_id = $3 AND visible_at + 0 > $4 RETURNING ordering_group, fencing_token";
 
-/// The batch ack statement with `$probe` added to the primary-key probe's conditions.
+/// The batch ack statement with `$probe` added to the primary-key probe's conditions and
+/// `$using` to the `USING` list.
 macro_rules! ack_many_sql {
-    ($probe:literal) => {
+    ($probe:literal, $using:literal) => {
         concat!(
             "WITH hit AS MATERIALIZED (\
                SELECT (SELECT m.ctid FROM messages m WHERE m.queue_id = $1 AND m.id = r.id AND m.lease_id = r.lease_id \
@@ -38,8 +39,9 @@ macro_rules! ack_many_sql {
             $probe,
             ") AS tid, r.lease_id \
                FROM unnest($2::uuid[], $3::uuid[]) AS r(id, lease_id)) \
-             DELETE FROM messages m USING hit \
-             WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) AND m.ctid = hit.tid \
+             DELETE FROM messages m USING hit",
+            $using,
+            " WHERE m.ctid = ANY(ARRAY(SELECT tid FROM hit WHERE tid IS NOT NULL)) AND m.ctid = hit.tid \
                AND m.lease_id = hit.lease_id AND m.status + 0 = 1 AND m.visible_at + 0 > $4 \
              RETURNING m.id, m.ordering_group, m.fencing_token"
         )
@@ -55,22 +57,39 @@ macro_rules! ack_many_sql {
 /// new version (PostgreSQL's EvalPlanQual recheck), so a dead lease is never accepted, whether
 /// or not the server's TID scan rechecks the ctid itself. Receipts that did not match are
 /// settled one by one with [`ACK_SQL`] by the caller.
-pub(crate) const ACK_MANY_SQL: &str = ack_many_sql!("");
+pub(crate) const ACK_MANY_SQL: &str = ack_many_sql!("", "");
 
 /// [`ACK_MANY_SQL`] for messages outside ordering groups only: nothing else has to happen in
 /// the same transaction (no group hands on), so it runs on its own, autocommitted.
 /// `ordering_group` never changes, so checking it in the probe is enough.
-pub(crate) const ACK_UNGROUPED_SQL: &str = ack_many_sql!(" AND m.ordering_group IS NULL");
+///
+/// It commits without waiting for the WAL flush (`synchronous_commit` off for its own implicit
+/// transaction, as the receive statement does) unless the engine was opened with
+/// [`crate::PostgresOptions::durable_acks`]: [`ACK_UNGROUPED_DURABLE_SQL`]. Grouped messages
+/// keep the flush: an ack lost with a crash would otherwise let the group's next message be
+/// handled before the lost one comes again.
+pub(crate) const ACK_UNGROUPED_SQL: &str = ack_many_sql!(
+    " AND m.ordering_group IS NULL",
+    ", (SELECT set_config('synchronous_commit', 'off', true)) AS ack_commit"
+);
+
+/// [`ACK_UNGROUPED_SQL`], committed with the session's `synchronous_commit = on`.
+pub(crate) const ACK_UNGROUPED_DURABLE_SQL: &str = ack_many_sql!(" AND m.ordering_group IS NULL", "");
 
 /// Acks the receipts of ungrouped messages in queue `queue_id` with one autocommitted
-/// statement ([`ACK_UNGROUPED_SQL`]); returns the ids it acked. The receipts must name
+/// statement ([`ACK_UNGROUPED_SQL`] or [`ACK_UNGROUPED_DURABLE_SQL`]); returns the ids it acked. The receipts must name
 /// distinct messages. The rest (grouped, refused, changed meanwhile) are for [`ack_many`].
 pub(crate) async fn ack_ungrouped(core: &Core, queue_id: i64, receipts: &[Receipt]) -> Db<HashSet<Uuid>> {
     let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.0).collect();
     let leases: Vec<Uuid> = receipts.iter().map(|r| r.lease_id.0).collect();
+    let sql = if core.durable_acks {
+        ACK_UNGROUPED_DURABLE_SQL
+    } else {
+        ACK_UNGROUPED_SQL
+    };
     let deleted: Vec<(Uuid, Option<String>, i64)> = core
         .on_warm(async |conn| {
-            sqlx::query_as(ACK_UNGROUPED_SQL)
+            sqlx::query_as(sql)
                 .bind(queue_id)
                 .bind(&ids)
                 .bind(&leases)

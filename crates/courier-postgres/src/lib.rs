@@ -1,7 +1,8 @@
 //! Courier's queue engine on PostgreSQL, for several `courier serve` nodes sharing one database.
 //!
 //! Every operation is one transaction, committed (with `synchronous_commit = on`) before it
-//! returns, except that a receive's leases do not wait for the disk (see `epoch.rs`).
+//! returns, except that a receive's leases, and acks of messages outside ordering groups unless
+//! `PostgresOptions::durable_acks` is set, do not wait for the disk (see `epoch.rs`).
 //! Receivers take disjoint messages with `FOR UPDATE SKIP LOCKED`; leases, fencing tokens and
 //! acks are single conditional statements under row locks, so two nodes can never both hold a
 //! valid lease on one message. Ordering groups are serialized across nodes with
@@ -50,9 +51,9 @@ pub mod plans {
 
     /// Statements taking `$1` queue id, `$2` now (ms) and `$3` a row limit, by name.
     pub fn maintenance() -> Vec<(&'static str, String)> {
-        use crate::receive::{EXPIRED_CTE, EXPIRE_DEAD_LETTER_SQL, EXPIRE_DROP_SQL, RECLAIM_SQL};
+        use crate::receive::{reclaim_sql, EXPIRED_CTE, EXPIRE_DEAD_LETTER_SQL, EXPIRE_DROP_SQL};
         vec![
-            ("reclaim", RECLAIM_SQL.to_owned()),
+            ("reclaim", reclaim_sql().to_owned()),
             ("expire (dead-letter)", format!("{EXPIRED_CTE}{EXPIRE_DEAD_LETTER_SQL}")),
             ("expire (drop)", format!("{EXPIRED_CTE}{EXPIRE_DROP_SQL}")),
         ]

@@ -29,6 +29,7 @@ pub struct PostgresOptions {
     pub(crate) acquire_timeout: Duration,
     pub(crate) operation_timeout: Duration,
     pub(crate) idempotency_sweep_interval: Duration,
+    pub(crate) durable_acks: bool,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -45,6 +46,7 @@ impl fmt::Debug for PostgresOptions {
             .field("acquire_timeout", &self.acquire_timeout)
             .field("operation_timeout", &self.operation_timeout)
             .field("idempotency_sweep_interval", &self.idempotency_sweep_interval)
+            .field("durable_acks", &self.durable_acks)
             .finish()
     }
 }
@@ -116,6 +118,25 @@ impl PostgresOptions {
         self
     }
 
+    /// Whether an ack of a message outside ordering groups waits for the WAL flush before it
+    /// returns. Default false: it commits as a lease does, without waiting, so a database crash
+    /// may take back the acks of its last moments. Such a message is then delivered again once
+    /// its lease runs out, with no failure counted, which at-least-once delivery allows anyway
+    /// (an ack lost on the network does the same): handlers are idempotent, or run through the
+    /// inbox. Any later durable write makes the earlier acks durable too. Acks of grouped
+    /// messages, nacks and every other write always wait for the flush. True makes every ack
+    /// durable when it returns, at ~10–25 % of single-message throughput
+    /// (docs/BENCHMARKS.md).
+    pub fn durable_acks(mut self, durable: bool) -> Self {
+        self.durable_acks = durable;
+        self
+    }
+
+    /// See [`durable_acks`](Self::durable_acks).
+    pub fn is_durable_acks(&self) -> bool {
+        self.durable_acks
+    }
+
     /// The schema Courier's tables live in.
     pub fn schema_name(&self) -> &str {
         &self.schema
@@ -163,6 +184,7 @@ impl FromStr for PostgresOptions {
             acquire_timeout: Duration::from_secs(2),
             operation_timeout: Duration::from_secs(10),
             idempotency_sweep_interval: Duration::from_secs(30),
+            durable_acks: false,
         };
         match schema {
             Some(schema) => opts.schema(&schema),

@@ -67,14 +67,29 @@ pub(crate) fn receive_sql() -> &'static str {
 /// In-flight messages whose lease ran out count a failure: ready again at their deadline, or
 /// dead-lettered at max attempts. `$1` queue id, `$2` now, `$3` row limit. Updated by `ctid`,
 /// as in [`receive_sql`].
-pub(crate) const RECLAIM_SQL: &str = "WITH lapsed AS MATERIALIZED (\
+///
+/// A lease granted before the database's last crash (its token is below the connection's
+/// lease floor, see `epoch.rs`) counts no failure and keeps its last error: its holder may have
+/// acked it with an ack the crash took back, or found the database gone. Such a message is
+/// ready again, never dead-lettered by the lapse. `COALESCE` counts the failure on a session
+/// without a floor, as before epochs existed.
+pub(crate) fn reclaim_sql() -> &'static str {
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        let counted = format!("COALESCE(m.fencing_token >= current_setting('{FLOOR_SETTING}', true)::bigint, true)");
+        format!(
+            "WITH lapsed AS MATERIALIZED (\
        SELECT ctid AS tid FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at <= $2 \
        ORDER BY visible_at LIMIT $3 FOR UPDATE SKIP LOCKED) \
-     UPDATE messages m SET failures = m.failures + 1, last_error = 'lease expired', lease_id = NULL, \
-       status = CASE WHEN m.failures + 1 >= m.max_attempts THEN 3 ELSE 0 END, \
-       dead_reason = CASE WHEN m.failures + 1 >= m.max_attempts THEN 1 ELSE NULL END \
+     UPDATE messages m SET failures = m.failures + ({counted})::int, lease_id = NULL, \
+       last_error = CASE WHEN {counted} THEN 'lease expired' ELSE m.last_error END, \
+       status = CASE WHEN {counted} AND m.failures + 1 >= m.max_attempts THEN 3 ELSE 0 END, \
+       dead_reason = CASE WHEN {counted} AND m.failures + 1 >= m.max_attempts THEN 1 ELSE NULL END \
      WHERE m.ctid = ANY(ARRAY(SELECT tid FROM lapsed)) \
-     RETURNING m.status, m.ordering_group";
+     RETURNING m.status, m.ordering_group"
+        )
+    });
+    &SQL
+}
 
 /// Live, unleased messages past their TTL, with the status they had. `$1` queue id, `$2` now,
 /// `$3` row limit. The `expires_at IS NOT NULL AND status IN (0, 2)` terms match the partial
@@ -331,7 +346,7 @@ async fn next_due(core: &Core, queue: &QueueRef, queue_id: i64, now: Timestamp) 
 /// Returns whether a step hit [`MAINTENANCE_ROWS_MAX`], so more may be left to do.
 pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<bool> {
     let mut groups = Vec::new();
-    let reclaimed: Vec<(i16, Option<String>)> = sqlx::query_as(RECLAIM_SQL)
+    let reclaimed: Vec<(i16, Option<String>)> = sqlx::query_as(reclaim_sql())
         .bind(meta.id)
         .bind(ctx.now.as_millis())
         .bind(MAINTENANCE_ROWS_MAX)

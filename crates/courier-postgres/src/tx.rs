@@ -18,6 +18,7 @@ use crate::cache::QueueCache;
 use crate::error::{is_conflict, storage, Db};
 use crate::wake::Notifier;
 use crate::warm::WarmConnections;
+use crate::PostgresOptions;
 
 /// How many times a transaction rolled back by a deadlock or serialization failure is run in
 /// all before the caller gets `Unavailable`.
@@ -42,6 +43,8 @@ pub(crate) struct Core {
     pub(crate) warm: WarmConnections,
     /// See [`crate::PostgresOptions::operation_timeout`].
     pub(crate) operation_timeout: Duration,
+    /// See [`crate::PostgresOptions::durable_acks`].
+    pub(crate) durable_acks: bool,
     ids: Mutex<MessageIdGenerator>,
 }
 
@@ -49,24 +52,23 @@ impl Core {
     pub(crate) fn new(
         pool: PgPool,
         watcher: PgPool,
-        clock: Arc<dyn Clock>,
         hub: Arc<WaitHub>,
         notifier: Arc<Notifier>,
-        schema: String,
-        operation_timeout: Duration,
+        opts: &PostgresOptions,
     ) -> Self {
-        let channel = crate::wake::channel(&schema);
+        let channel = crate::wake::channel(&opts.schema);
         let warm = WarmConnections::for_pool_of(pool.options().get_max_connections());
         Self {
             pool,
             watcher,
             warm,
-            clock,
+            clock: opts.clock.clone(),
             hub,
-            schema,
+            schema: opts.schema.clone(),
             channel,
             notifier,
-            operation_timeout,
+            operation_timeout: opts.operation_timeout,
+            durable_acks: opts.durable_acks,
             cache: QueueCache::default(),
             ids: Mutex::new(MessageIdGenerator::new()),
         }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier_core::{ErrorKind, LeaseError, NewMessage, QueueEngine, QueueRef, ReceiveOptions};
+use courier_core::{Delivery, ErrorKind, LeaseError, NewMessage, QueueEngine, QueuePolicy, QueueRef, ReceiveOptions};
 use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_testkit::process::ThrowawayPostgres;
 use sqlx::{Connection, Executor};
@@ -211,10 +211,7 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
     let q = QueueRef::parse("crash", "q").expect("valid name");
     let id = node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
     let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
-    let wal_writer: i32 = sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
-        .fetch_one(&mut admin)
-        .await
-        .expect("the WAL writer's pid");
+    let wal_writer = wal_writer_pid(&mut admin).await;
     let long_lease = ReceiveOptions {
         lease: Some(Duration::from_secs(3_600)),
         ..ReceiveOptions::default()
@@ -222,10 +219,7 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
 
     // Whatever the enqueue left to flush (its wake-up NOTIFY commits asynchronously) is flushed
     // first, so that the only unflushed commit at the crash is the lease's.
-    let settled = Instant::now() + Duration::from_secs(2);
-    while !wal_flushed(&mut admin).await && Instant::now() < settled {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_wal_flush(&mut admin).await;
     signal(wal_writer, "-STOP");
     let lost = node.try_receive(&q, &long_lease).await.expect("receive");
     let lease_unflushed = !wal_flushed(&mut admin).await;
@@ -237,18 +231,7 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
     let lost = lost.deliveries.into_iter().next().expect("leased before the crash");
     assert_eq!(lost.message.id, id);
 
-    let deadline = Instant::now() + RECOVERY_MAX;
-    let again = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the message did not come back after the crash"
-        );
-        match node.try_receive(&q, &long_lease).await {
-            Ok(batch) if !batch.deliveries.is_empty() => break batch.deliveries.into_iter().next(),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
-    let again = again.expect("one delivery");
+    let again = receive_once_back(&node, &q, "the message did not come back after the crash").await;
     assert_eq!(again.message.id, id, "the lost lease made the message ready again");
     assert!(
         again.lease.fencing_token > lost.lease.fencing_token,
@@ -266,14 +249,133 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
         (lost.message.deliveries, lost.lease.attempt),
         "the lost lease counts neither a delivery nor a failed attempt"
     );
-    let e = node
-        .ack(&q, &lost.receipt())
-        .await
-        .expect_err("the lost lease is stale");
-    assert!(matches!(e, LeaseError::Stale(m) if m == id), "got {e:?}");
-    node.ack(&q, &again.receipt())
+    only_the_new_lease_settles(&node, &q, &lost, &again).await;
+}
+
+/// An ack of a message outside ordering groups commits without waiting for the disk (the
+/// default), so a database crash may take it back: the message is then in flight again under
+/// the lease the ack settled, and once that lease runs out it is delivered again with no
+/// failure counted. Even on its last attempt it is not dead-lettered: its holder did its part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_lost_in_a_database_crash_delivers_the_message_again_without_counting_a_failure() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let node = open(&pg).await;
+    let q = QueueRef::parse("crash", "acks").expect("valid name");
+    let last_attempt = QueuePolicy {
+        max_attempts: 1,
+        ..QueuePolicy::default()
+    };
+    node.set_policy(&q, last_attempt).await.expect("set_policy");
+    let id = node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let wal_writer = wal_writer_pid(&mut admin).await;
+    let short_lease = ReceiveOptions {
+        lease: Some(Duration::from_secs(3)),
+        ..ReceiveOptions::default()
+    };
+    let acked = node.try_receive(&q, &short_lease).await.expect("receive");
+    let acked = acked.deliveries.into_iter().next().expect("one delivery");
+
+    // The lease (also committed without waiting) reaches the disk; only the ack must not.
+    wait_for_wal_flush(&mut admin).await;
+    signal(wal_writer, "-STOP");
+    node.ack(&q, &acked.receipt()).await.expect("ack");
+    let ack_unflushed = !wal_flushed(&mut admin).await;
+    signal(wal_writer, "-KILL");
+    assert!(
+        ack_unflushed,
+        "the ack's commit was flushed before the crash: it was not asynchronous, or something else flushed the WAL"
+    );
+
+    let again = receive_once_back(
+        &node,
+        &q,
+        "the message whose ack was lost did not come back (dead-lettered or still leased)",
+    )
+    .await;
+    assert_eq!(
+        again.message.id, id,
+        "the lost ack left the message to be delivered again"
+    );
+    assert_eq!(
+        (again.lease.attempt, again.message.deliveries),
+        (acked.lease.attempt, acked.message.deliveries + 1),
+        "the lapse of a lease from before the crash counts no failed attempt"
+    );
+    assert!(again.lease.fencing_token > acked.lease.fencing_token);
+    only_the_new_lease_settles(&node, &q, &acked, &again).await;
+    let stats = node.stats(&q).await.expect("stats");
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead_lettered),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+}
+
+/// With `durable_acks`, an ack waits for its commit to reach the disk: it is flushed even
+/// while the WAL writer is stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_acks_flush_their_commit_before_returning() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let opts = PostgresOptions::new(&pg.url()).expect("valid URL").durable_acks(true);
+    let node = PostgresEngine::open(opts).await.expect("open on the throwaway cluster");
+    let q = QueueRef::parse("durable", "acks").expect("valid name");
+    node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let got = node.try_receive(&q, &ReceiveOptions::default()).await.expect("receive");
+    let got = got.deliveries.into_iter().next().expect("one delivery");
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let wal_writer = wal_writer_pid(&mut admin).await;
+    wait_for_wal_flush(&mut admin).await;
+    signal(wal_writer, "-STOP");
+    let acked = node.ack(&q, &got.receipt()).await;
+    let flushed = wal_flushed(&mut admin).await;
+    signal(wal_writer, "-CONT");
+    acked.expect("ack");
+    assert!(flushed, "a durable ack returned before its commit was flushed");
+}
+
+/// Receives one message with a long lease, retrying while the database recovers; fails with
+/// `what` after [`RECOVERY_MAX`].
+async fn receive_once_back(node: &PostgresEngine, q: &QueueRef, what: &str) -> Delivery {
+    let long_lease = ReceiveOptions {
+        lease: Some(Duration::from_secs(3_600)),
+        ..ReceiveOptions::default()
+    };
+    let deadline = Instant::now() + RECOVERY_MAX;
+    loop {
+        assert!(Instant::now() < deadline, "{what}");
+        match node.try_receive(q, &long_lease).await {
+            Ok(batch) if !batch.deliveries.is_empty() => {
+                return batch.deliveries.into_iter().next().expect("one delivery")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The lease from before the crash is refused as stale; the new one acks the message.
+async fn only_the_new_lease_settles(node: &PostgresEngine, q: &QueueRef, old: &Delivery, new: &Delivery) {
+    let e = node.ack(q, &old.receipt()).await.expect_err("the old lease is stale");
+    assert!(matches!(e, LeaseError::Stale(m) if m == old.message.id), "got {e:?}");
+    node.ack(q, &new.receipt())
         .await
         .expect("the new lease settles the message");
+}
+
+async fn wal_writer_pid(admin: &mut sqlx::PgConnection) -> i32 {
+    sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
+        .fetch_one(admin)
+        .await
+        .expect("the WAL writer's pid")
+}
+
+/// Waits (up to 2 s) until the WAL writer has flushed what earlier commits left, so that the
+/// next commit is the only one a crash can take back.
+async fn wait_for_wal_flush(admin: &mut sqlx::PgConnection) {
+    let settled = Instant::now() + Duration::from_secs(2);
+    while !wal_flushed(admin).await && Instant::now() < settled {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Whether the server has flushed all the WAL it has written records to.

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use courier_bench::{BenchConfig, Target};
+use courier_postgres::PostgresOptions;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -36,6 +37,10 @@ pub(crate) struct Args {
     /// stage runs in a fresh schema that is dropped afterwards.
     #[arg(long)]
     database: Option<String>,
+    /// With --database: make the engine's every ack durable before it returns (as `serve
+    /// --durable-acks`), to measure what that costs.
+    #[arg(long, requires = "database")]
+    durable_acks: bool,
     /// Directory for the temporary databases (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -75,7 +80,9 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     };
     let target = match args.database {
         None => Target::Sqlite,
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Target::Postgres(url),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Target::Postgres(Box::new(PostgresOptions::new(&url)?.durable_acks(args.durable_acks)))
+        }
         Some(_) => anyhow::bail!("--database takes a postgres:// URL; SQLite is the default"),
     };
     // Each stage's and round's figures go to stderr as they come, so a run that fails late
