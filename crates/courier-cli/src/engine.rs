@@ -55,7 +55,7 @@ pub(crate) struct PostgresTuning {
     /// Make every ack durable before it returns. By default an ack of a message outside
     /// ordering groups commits without waiting for the WAL flush, so a database crash may take
     /// it back and the message is delivered again (with no failure counted): at-least-once
-    /// allows that, and single-message throughput is 10–25 % higher. Only for postgres://
+    /// allows that, and single-message throughput is ~5–20 % higher. Only for postgres://
     /// databases.
     #[arg(long, env = "COURIER_DURABLE_ACKS")]
     pub(crate) durable_acks: bool,

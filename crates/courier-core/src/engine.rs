@@ -24,7 +24,10 @@ use crate::wait::{long_poll, WaitHub};
 /// part of the contract), so a capability split would only add `downcast`s at the edge.
 ///
 /// Every method that returns `Ok` has made its effect durable (fsynced or committed)
-/// before returning. Every method that returns `Err` has changed nothing.
+/// before returning, except where an engine documents that a database crash may take back
+/// a lease or an ack (which can only cause a redelivery, never a loss: the PostgreSQL
+/// engine's leases, and its acks of ungrouped messages unless `durable_acks`). Every method
+/// that returns `Err` has changed nothing.
 #[async_trait]
 pub trait QueueEngine: Send + Sync + 'static {
     /// Adds `messages` to `queue` atomically: all or none. Creates the queue on first use.
@@ -38,7 +41,8 @@ pub trait QueueEngine: Send + Sync + 'static {
     ///
     /// Messages come oldest-visible first. An ordering group never has more than one message
     /// in flight, and its messages come in enqueue order. Leases that ran out are reclaimed
-    /// first (counting a failed attempt) and expired messages are dropped or dead-lettered.
+    /// first (counting a failed attempt, unless granted before a database crash) and expired
+    /// messages are dropped or dead-lettered.
     /// An unknown queue yields an empty batch.
     async fn try_receive(&self, queue: &QueueRef, opts: &ReceiveOptions) -> Result<ReceiveBatch, QueueError>;
 

@@ -162,7 +162,8 @@ const IDLE_IN_TRANSACTION_MS_MAX: u64 = 30_000;
 fn connect(opts: &PostgresOptions) -> PgPool {
     // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`. synchronous_commit is set explicitly
     // rather than trusting the server's default: a reply must never precede a durable commit
-    // (leases, which may be lost, turn it off for their own statement; see `receive_sql`).
+    // (leases and ungrouped acks, whose loss can only cause a redelivery, turn it off for their
+    // own statement; see `receive_sql` and `ACK_UNGROUPED_SQL`).
     // A node that stalls inside a transaction (paused, partitioned) would keep row locks that
     // hide messages from every other node's SKIP LOCKED receive, and group locks; the server
     // ends such a session after a bound instead of waiting for TCP to notice. Notices such as

@@ -2,7 +2,8 @@
 //!
 //! Every operation is one transaction, committed (with `synchronous_commit = on`) before it
 //! returns, except that a receive's leases, and acks of messages outside ordering groups unless
-//! `PostgresOptions::durable_acks` is set, do not wait for the disk (see `epoch.rs`).
+//! `PostgresOptions::durable_acks` is set, do not wait for the disk (see `epoch.rs` and
+//! `lease.rs`).
 //! Receivers take disjoint messages with `FOR UPDATE SKIP LOCKED`; leases, fencing tokens and
 //! acks are single conditional statements under row locks, so two nodes can never both hold a
 //! valid lease on one message. Ordering groups are serialized across nodes with
@@ -80,9 +81,15 @@ pub mod plans {
         crate::lease::ACK_MANY_SQL
     }
 
-    /// The batch ack of ungrouped messages, autocommitted; arguments as [`ack_many`].
+    /// The batch ack of ungrouped messages, autocommitted without waiting for the WAL flush;
+    /// arguments as [`ack_many`].
     pub fn ack_ungrouped() -> &'static str {
         crate::lease::ACK_UNGROUPED_SQL
+    }
+
+    /// [`ack_ungrouped`] as run with `durable_acks`: committed with the flush.
+    pub fn ack_ungrouped_durable() -> &'static str {
+        crate::lease::ACK_UNGROUPED_DURABLE_SQL
     }
 
     /// Giving back leases taken for a receiver that left: `$1` queue id, `$2` message ids,

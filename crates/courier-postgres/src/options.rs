@@ -121,11 +121,11 @@ impl PostgresOptions {
     /// Whether an ack of a message outside ordering groups waits for the WAL flush before it
     /// returns. Default false: it commits as a lease does, without waiting, so a database crash
     /// may take back the acks of its last moments. Such a message is then delivered again once
-    /// its lease runs out, with no failure counted, which at-least-once delivery allows anyway
-    /// (an ack lost on the network does the same): handlers are idempotent, or run through the
-    /// inbox. Any later durable write makes the earlier acks durable too. Acks of grouped
-    /// messages, nacks and every other write always wait for the flush. True makes every ack
-    /// durable when it returns, at ~10–25 % of single-message throughput
+    /// its lease runs out, with no failure counted: a duplicate, which at-least-once delivery
+    /// allows anyway (handlers are idempotent, or run through the inbox). Any later durable
+    /// write makes the earlier acks durable too. Acks of grouped messages, nacks and every
+    /// other write but a receive's lease always wait for the flush. True makes every ack
+    /// durable when it returns, at ~5–20 % of single-message throughput
     /// (docs/BENCHMARKS.md).
     pub fn durable_acks(mut self, durable: bool) -> Self {
         self.durable_acks = durable;

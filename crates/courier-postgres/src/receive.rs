@@ -75,7 +75,8 @@ pub(crate) fn receive_sql() -> &'static str {
 /// without a floor, as before epochs existed.
 pub(crate) fn reclaim_sql() -> &'static str {
     static SQL: LazyLock<String> = LazyLock::new(|| {
-        let counted = format!("COALESCE(m.fencing_token >= current_setting('{FLOOR_SETTING}', true)::bigint, true)");
+        let counted =
+            format!("COALESCE(m.fencing_token >= NULLIF(current_setting('{FLOOR_SETTING}', true), '')::bigint, true)");
         format!(
             "WITH lapsed AS MATERIALIZED (\
        SELECT ctid AS tid FROM messages WHERE queue_id = $1 AND status = 1 AND visible_at <= $2 \

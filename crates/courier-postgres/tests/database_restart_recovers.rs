@@ -8,7 +8,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use courier_core::{Delivery, ErrorKind, LeaseError, NewMessage, QueueEngine, QueuePolicy, QueueRef, ReceiveOptions};
+use courier_core::{
+    Delivery, ErrorKind, LeaseError, NackIntent, NewMessage, QueueEngine, QueuePolicy, QueueRef, ReceiveOptions,
+};
 use courier_postgres::{PostgresEngine, PostgresOptions};
 use courier_testkit::process::ThrowawayPostgres;
 use sqlx::{Connection, Executor};
@@ -219,7 +221,7 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
 
     // Whatever the enqueue left to flush (its wake-up NOTIFY commits asynchronously) is flushed
     // first, so that the only unflushed commit at the crash is the lease's.
-    wait_for_wal_flush(&mut admin).await;
+    assert!(wait_for_wal_flush(&mut admin).await, "the WAL writer did not catch up");
     signal(wal_writer, "-STOP");
     let lost = node.try_receive(&q, &long_lease).await.expect("receive");
     let lease_unflushed = !wal_flushed(&mut admin).await;
@@ -231,7 +233,13 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
     let lost = lost.deliveries.into_iter().next().expect("leased before the crash");
     assert_eq!(lost.message.id, id);
 
-    let again = receive_once_back(&node, &q, "the message did not come back after the crash").await;
+    let again = receive_once_back(
+        &node,
+        &q,
+        Duration::from_secs(3_600),
+        "the message did not come back after the crash",
+    )
+    .await;
     assert_eq!(again.message.id, id, "the lost lease made the message ready again");
     assert!(
         again.lease.fencing_token > lost.lease.fencing_token,
@@ -249,35 +257,51 @@ async fn a_lease_lost_in_a_database_crash_comes_back_with_a_higher_fencing_token
         (lost.message.deliveries, lost.lease.attempt),
         "the lost lease counts neither a delivery nor a failed attempt"
     );
-    only_the_new_lease_settles(&node, &q, &lost, &again).await;
+    let e = node
+        .ack(&q, &lost.receipt())
+        .await
+        .expect_err("the lost lease is stale");
+    assert!(matches!(e, LeaseError::Stale(m) if m == id), "got {e:?}");
+    node.ack(&q, &again.receipt())
+        .await
+        .expect("the new lease settles the message");
 }
 
 /// An ack of a message outside ordering groups commits without waiting for the disk (the
 /// default), so a database crash may take it back: the message is then in flight again under
 /// the lease the ack settled, and once that lease runs out it is delivered again with no
-/// failure counted. Even on its last attempt it is not dead-lettered: its holder did its part.
+/// failure counted and its last error kept. Even on its last attempt it is not dead-lettered:
+/// its holder did its part. A lease granted after the crash counts a failure as always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_lost_in_a_database_crash_delivers_the_message_again_without_counting_a_failure() {
     let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
     let node = open(&pg).await;
     let q = QueueRef::parse("crash", "acks").expect("valid name");
-    let last_attempt = QueuePolicy {
-        max_attempts: 1,
+    let two_attempts = QueuePolicy {
+        max_attempts: 2,
         ..QueuePolicy::default()
     };
-    node.set_policy(&q, last_attempt).await.expect("set_policy");
+    node.set_policy(&q, two_attempts).await.expect("set_policy");
     let id = node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue")[0].id;
-    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
-    let wal_writer = wal_writer_pid(&mut admin).await;
-    let short_lease = ReceiveOptions {
-        lease: Some(Duration::from_secs(3)),
+    let lease = ReceiveOptions {
+        lease: Some(Duration::from_secs(5)),
         ..ReceiveOptions::default()
     };
-    let acked = node.try_receive(&q, &short_lease).await.expect("receive");
-    let acked = acked.deliveries.into_iter().next().expect("one delivery");
+    let failed = node.try_receive(&q, &lease).await.expect("receive");
+    let failed = failed.deliveries.into_iter().next().expect("one delivery");
+    let boom = NackIntent::Failure {
+        error: "boom".into(),
+        delay: Some(Duration::ZERO),
+    };
+    node.nack(&q, &failed.receipt(), boom).await.expect("nack");
+    let acked = node.try_receive(&q, &lease).await.expect("receive");
+    let acked = acked.deliveries.into_iter().next().expect("the last attempt");
+    assert_eq!(acked.lease.attempt, 2);
 
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let wal_writer = wal_writer_pid(&mut admin).await;
     // The lease (also committed without waiting) reaches the disk; only the ack must not.
-    wait_for_wal_flush(&mut admin).await;
+    assert!(wait_for_wal_flush(&mut admin).await, "the WAL writer did not catch up");
     signal(wal_writer, "-STOP");
     node.ack(&q, &acked.receipt()).await.expect("ack");
     let ack_unflushed = !wal_flushed(&mut admin).await;
@@ -290,6 +314,7 @@ async fn an_ack_lost_in_a_database_crash_delivers_the_message_again_without_coun
     let again = receive_once_back(
         &node,
         &q,
+        Duration::from_secs(1),
         "the message whose ack was lost did not come back (dead-lettered or still leased)",
     )
     .await;
@@ -303,42 +328,81 @@ async fn an_ack_lost_in_a_database_crash_delivers_the_message_again_without_coun
         "the lapse of a lease from before the crash counts no failed attempt"
     );
     assert!(again.lease.fencing_token > acked.lease.fencing_token);
-    only_the_new_lease_settles(&node, &q, &acked, &again).await;
+    let info = node.get_message(&q, id).await.expect("get");
+    assert_eq!(info.last_error.as_deref(), Some("boom"), "the last error is kept");
+    let e = node
+        .ack(&q, &acked.receipt())
+        .await
+        .expect_err("the settled lease is stale");
+    assert!(matches!(e, LeaseError::Stale(m) if m == id), "got {e:?}");
+
+    // The new lease (token = the new epoch's floor) lapses as any lease does: a failure, the
+    // second of two, so the message is dead-lettered.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
     let stats = node.stats(&q).await.expect("stats");
     assert_eq!(
         (stats.ready, stats.in_flight, stats.dead_lettered),
-        (0, 0, 0),
+        (0, 0, 1),
         "{stats:?}"
+    );
+    let info = node.get_message(&q, id).await.expect("get");
+    assert_eq!((info.failures, info.last_error.as_deref()), (2, Some("lease expired")));
+}
+
+/// Acks that must be durable wait for their commit to reach the disk: every ack with
+/// `durable_acks`, and by default those of grouped messages (a group must never hand on and
+/// then get the message back). They are flushed even while the WAL writer is stopped; a
+/// default ack of an ungrouped message is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_and_grouped_acks_flush_their_commit_before_returning() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let opts = PostgresOptions::new(&pg.url()).expect("valid URL").durable_acks(true);
+    let durable = PostgresEngine::open(opts).await.expect("open on the throwaway cluster");
+    let default = open(&pg).await;
+    let q = |name| QueueRef::parse("flush", name).expect("valid name");
+
+    assert!(
+        ack_flushes_by_itself(&durable, &pg, &q("durable"), NewMessage::new("m")).await,
+        "a durable ack returned before its commit was flushed"
+    );
+    let grouped = NewMessage::new("g").with_ordering_group("g");
+    assert!(
+        ack_flushes_by_itself(&default, &pg, &q("grouped"), grouped).await,
+        "a grouped ack returned before its commit was flushed"
+    );
+    assert!(
+        !ack_flushes_by_itself(&default, &pg, &q("plain"), NewMessage::new("u")).await,
+        "a default ack of an ungrouped message waited for the flush"
     );
 }
 
-/// With `durable_acks`, an ack waits for its commit to reach the disk: it is flushed even
-/// while the WAL writer is stopped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn durable_acks_flush_their_commit_before_returning() {
-    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
-    let opts = PostgresOptions::new(&pg.url()).expect("valid URL").durable_acks(true);
-    let node = PostgresEngine::open(opts).await.expect("open on the throwaway cluster");
-    let q = QueueRef::parse("durable", "acks").expect("valid name");
-    node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
-    let got = node.try_receive(&q, &ReceiveOptions::default()).await.expect("receive");
+/// Enqueues and receives `message` on `node`, then acks it with the WAL writer stopped;
+/// returns whether the ack's commit was flushed when it returned.
+async fn ack_flushes_by_itself(
+    node: &PostgresEngine,
+    pg: &ThrowawayPostgres,
+    q: &QueueRef,
+    message: NewMessage,
+) -> bool {
+    node.enqueue(q, vec![message]).await.expect("enqueue");
+    let got = node.try_receive(q, &ReceiveOptions::default()).await.expect("receive");
     let got = got.deliveries.into_iter().next().expect("one delivery");
     let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
     let wal_writer = wal_writer_pid(&mut admin).await;
-    wait_for_wal_flush(&mut admin).await;
+    assert!(wait_for_wal_flush(&mut admin).await, "the WAL writer did not catch up");
     signal(wal_writer, "-STOP");
-    let acked = node.ack(&q, &got.receipt()).await;
+    let acked = node.ack(q, &got.receipt()).await;
     let flushed = wal_flushed(&mut admin).await;
     signal(wal_writer, "-CONT");
     acked.expect("ack");
-    assert!(flushed, "a durable ack returned before its commit was flushed");
+    flushed
 }
 
-/// Receives one message with a long lease, retrying while the database recovers; fails with
-/// `what` after [`RECOVERY_MAX`].
-async fn receive_once_back(node: &PostgresEngine, q: &QueueRef, what: &str) -> Delivery {
+/// Receives one message with a lease of `lease`, retrying while the database recovers; fails
+/// with `what` after [`RECOVERY_MAX`].
+async fn receive_once_back(node: &PostgresEngine, q: &QueueRef, lease: Duration, what: &str) -> Delivery {
     let long_lease = ReceiveOptions {
-        lease: Some(Duration::from_secs(3_600)),
+        lease: Some(lease),
         ..ReceiveOptions::default()
     };
     let deadline = Instant::now() + RECOVERY_MAX;
@@ -353,15 +417,6 @@ async fn receive_once_back(node: &PostgresEngine, q: &QueueRef, what: &str) -> D
     }
 }
 
-/// The lease from before the crash is refused as stale; the new one acks the message.
-async fn only_the_new_lease_settles(node: &PostgresEngine, q: &QueueRef, old: &Delivery, new: &Delivery) {
-    let e = node.ack(q, &old.receipt()).await.expect_err("the old lease is stale");
-    assert!(matches!(e, LeaseError::Stale(m) if m == old.message.id), "got {e:?}");
-    node.ack(q, &new.receipt())
-        .await
-        .expect("the new lease settles the message");
-}
-
 async fn wal_writer_pid(admin: &mut sqlx::PgConnection) -> i32 {
     sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'")
         .fetch_one(admin)
@@ -370,12 +425,16 @@ async fn wal_writer_pid(admin: &mut sqlx::PgConnection) -> i32 {
 }
 
 /// Waits (up to 2 s) until the WAL writer has flushed what earlier commits left, so that the
-/// next commit is the only one a crash can take back.
-async fn wait_for_wal_flush(admin: &mut sqlx::PgConnection) {
+/// next commit is the only one a crash can take back; whether it did.
+async fn wait_for_wal_flush(admin: &mut sqlx::PgConnection) -> bool {
     let settled = Instant::now() + Duration::from_secs(2);
-    while !wal_flushed(admin).await && Instant::now() < settled {
+    while !wal_flushed(admin).await {
+        if Instant::now() >= settled {
+            return false;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    true
 }
 
 /// Whether the server has flushed all the WAL it has written records to.

@@ -348,11 +348,12 @@ async fn receive_plan_uses_index() {
         plans::ack_many().to_owned(),
         format!("({queue_id}, {arrays}, {now})"),
     ));
-    statements.push((
-        "ack ungrouped",
-        plans::ack_ungrouped().to_owned(),
-        format!("({queue_id}, {arrays}, {now})"),
-    ));
+    for (name, sql) in [
+        ("ack ungrouped", plans::ack_ungrouped()),
+        ("ack ungrouped, durable", plans::ack_ungrouped_durable()),
+    ] {
+        statements.push((name, sql.to_owned(), format!("({queue_id}, {arrays}, {now})")));
+    }
     statements.push((
         "release (like an ack)",
         plans::release().to_owned(),

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context;
 use courier_bench::{BenchConfig, Target};
 use courier_postgres::PostgresOptions;
 
@@ -81,7 +82,8 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
     let target = match args.database {
         None => Target::Sqlite,
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Target::Postgres(Box::new(PostgresOptions::new(&url)?.durable_acks(args.durable_acks)))
+            let options = PostgresOptions::new(&url).context("--database")?;
+            Target::Postgres(Box::new(options.durable_acks(args.durable_acks)))
         }
         Some(_) => anyhow::bail!("--database takes a postgres:// URL; SQLite is the default"),
     };
