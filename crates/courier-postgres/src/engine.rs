@@ -158,6 +158,12 @@ pub async fn migrate(opts: &PostgresOptions) -> Result<i64, StorageError> {
 /// transactions never wait on the client between statements for more than a moment.
 const IDLE_IN_TRANSACTION_MS_MAX: u64 = 30_000;
 
+/// A synchronous commit of a transaction that wrote something (PostgreSQL does not wait for
+/// the disk when a transaction wrote no WAL, even with an id), so it returns once the WAL up
+/// to it, every earlier commit's included, is on disk. The epoch row is rewritten unchanged;
+/// `WHERE one` as in `epoch.rs`.
+const FLUSH_SQL: &str = "UPDATE lease_epoch SET epoch = epoch WHERE one";
+
 /// A lazily connecting pool whose every connection searches `schema` and commits synchronously.
 fn connect(opts: &PostgresOptions) -> PgPool {
     // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`. synchronous_commit is set explicitly
@@ -420,10 +426,22 @@ impl QueueEngine for PostgresEngine {
             .unwrap_or_else(|e| Err(e.into()))
     }
 
-    /// Every successful write was committed before it returned, so this only stops the wake-up
-    /// listener and closes the pool; later operations fail with `Unavailable`.
+    /// Stops the wake-up listener, makes the leases and acks that committed without waiting
+    /// for the disk durable (one synchronous commit flushes the WAL up to it), and closes the
+    /// pool; later operations fail with `Unavailable`. A database that cannot be reached is
+    /// logged, not an error: every other write was durable when it returned.
     async fn shutdown(&self) -> Result<(), StorageError> {
         self.stop_tasks();
+        let flush = sqlx::query(FLUSH_SQL).execute(&self.core.pool);
+        match tokio::time::timeout(self.operation_timeout, flush).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not flush at shut-down: a database crash may still take back the last leases and acks")
+            }
+            Err(_) => tracing::warn!(
+                "flushing at shut-down timed out: a database crash may still take back the last leases and acks"
+            ),
+        }
         // `close` marks a pool closed when called, before `release_all`: nothing kept warm is
         // taken again afterwards.
         let (closing, closing_watcher) = (self.core.pool.close(), self.core.watcher.close());

@@ -376,6 +376,29 @@ async fn durable_and_grouped_acks_flush_their_commit_before_returning() {
     );
 }
 
+/// Shutting down makes durable what committed without waiting: a lease taken while the WAL
+/// writer is stopped is on disk once `shutdown` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_flushes_leases_and_acks_that_did_not_wait() {
+    let pg = Arc::new(blocking(ThrowawayPostgres::start).await);
+    let node = open(&pg).await;
+    let q = QueueRef::parse("flush", "shutdown").expect("valid name");
+    node.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let mut admin = sqlx::PgConnection::connect(&pg.url()).await.expect("connect");
+    let wal_writer = wal_writer_pid(&mut admin).await;
+    assert!(wait_for_wal_flush(&mut admin).await, "the WAL writer did not catch up");
+    signal(wal_writer, "-STOP");
+    let leased = node.try_receive(&q, &ReceiveOptions::default()).await;
+    let unflushed = !wal_flushed(&mut admin).await;
+    let shut = node.shutdown().await;
+    let flushed = wal_flushed(&mut admin).await;
+    signal(wal_writer, "-CONT");
+    assert_eq!(leased.expect("receive").deliveries.len(), 1);
+    shut.expect("shutdown");
+    assert!(unflushed, "the lease waited for the flush");
+    assert!(flushed, "shutdown returned with the lease not on disk");
+}
+
 /// Enqueues and receives `message` on `node`, then acks it with the WAL writer stopped;
 /// returns whether the ack's commit was flushed when it returned.
 async fn ack_flushes_by_itself(
