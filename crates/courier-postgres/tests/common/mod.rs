@@ -53,8 +53,10 @@ impl Harness for PostgresHarness {
     }
 }
 
-/// Long-polls on `b` while `a` enqueues; true if `b` got the message within a second, sooner
-/// than the slow recheck, so only a notification can have woken it.
+/// Long-polls on `b` while `a` enqueues; true if `b` got that very message, after it was sent
+/// and within a second, sooner than the slow recheck, so only a notification can have woken
+/// it. `q` should have nothing ready: a receive that finds a message at once proves nothing,
+/// and answers false.
 pub async fn woken_across_nodes(a: &Arc<PostgresEngine>, b: &Arc<PostgresEngine>, q: &QueueRef) -> bool {
     let receiver = {
         let (b, q) = (b.clone(), q.clone());
@@ -63,17 +65,29 @@ pub async fn woken_across_nodes(a: &Arc<PostgresEngine>, b: &Arc<PostgresEngine>
                 wait: Duration::from_secs(3),
                 ..ReceiveOptions::default()
             };
-            let got = b.receive(&q, &opts).await.map(|batch| batch.deliveries.len());
+            let got = b.receive(&q, &opts).await.map(|batch| {
+                batch
+                    .deliveries
+                    .into_iter()
+                    .map(|d| d.message.payload)
+                    .collect::<Vec<_>>()
+            });
             (got, Instant::now())
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent_at = Instant::now();
-    if a.enqueue(q, vec![NewMessage::new("wake")]).await.is_err() {
+    let payload = format!("wake {}", uuid::Uuid::new_v4());
+    if a.enqueue(q, vec![NewMessage::new(payload.clone())]).await.is_err() {
         return false;
     }
     match receiver.await.expect("receiver task") {
-        (Ok(1), at) => at.duration_since(sent_at) < Duration::from_secs(1),
+        (Ok(payloads), at) => {
+            payloads.len() == 1
+                && payloads[0] == payload.as_bytes()
+                && at >= sent_at
+                && at.duration_since(sent_at) < Duration::from_secs(1)
+        }
         _ => false,
     }
 }
