@@ -78,7 +78,8 @@ pub(crate) const ACK_UNGROUPED_DURABLE_SQL: &str = ack_many_sql!(" AND m.orderin
 
 /// Acks the receipts of ungrouped messages in queue `queue_id` with one autocommitted
 /// statement ([`ACK_UNGROUPED_SQL`] or [`ACK_UNGROUPED_DURABLE_SQL`]); returns the ids it
-/// acked. The receipts must name distinct messages. The rest (grouped, refused, changed meanwhile) are for [`ack_many`].
+/// acked. The receipts must name distinct messages. The rest (grouped, refused, changed
+/// meanwhile) are for [`ack_many`].
 pub(crate) async fn ack_ungrouped(core: &Core, queue_id: i64, receipts: &[Receipt]) -> Db<HashSet<Uuid>> {
     let ids: Vec<Uuid> = receipts.iter().map(|r| r.message_id.0).collect();
     let leases: Vec<Uuid> = receipts.iter().map(|r| r.lease_id.0).collect();
