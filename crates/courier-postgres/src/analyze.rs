@@ -1,7 +1,7 @@
 //! Housekeeping the engine does for its own table instead of waiting for autovacuum.
 //!
 //! Fresh statistics while a queue table grows: after this node has inserted 1 000, 10 000,
-//! 100 000 and 1 000 000 messages, it runs `ANALYZE messages` in the background.
+//! 100 000 and 1 000 000 messages, it runs [`ANALYZE_SQL`] in the background.
 //!
 //! The engine's statements run on cached generic plans (planning them afresh on every call cost
 //! more CPU than running them). A generic plan is made once per connection, with the
@@ -23,6 +23,12 @@ use sqlx::{Executor, PgConnection, PgPool};
 const FIRST_STEP: u64 = 1_000;
 /// After this many inserts the node leaves statistics to autovacuum.
 const LAST_STEP: u64 = 1_000_000;
+
+/// Analyzes only the columns the engine's statements filter or sort on. Statistics on the
+/// payload, attributes and state columns steer no plan, and computing them over a sample of
+/// 256-byte values took about half of a full `ANALYZE` (100 000 rows: ~150 against ~290 ms).
+pub(crate) const ANALYZE_SQL: &str =
+    "ANALYZE messages (queue_id, id, status, visible_at, seq, expires_at, ordering_group, lease_id)";
 
 /// Counts this node's inserts and analyzes at each step.
 #[derive(Debug)]
@@ -47,7 +53,7 @@ impl GrowthAnalyzer {
             let pool = pool.clone();
             tokio::spawn(async move {
                 // Statistics are an optimization: a failure is logged, not returned.
-                if let Err(error) = sqlx::query("ANALYZE messages").execute(&pool).await {
+                if let Err(error) = sqlx::query(ANALYZE_SQL).execute(&pool).await {
                     tracing::warn!(%error, "cannot analyze the messages table");
                 }
             });
