@@ -65,6 +65,24 @@ pub enum Target {
     Postgres(Box<PostgresOptions>),
 }
 
+/// One of the engine's stages; the raw baseline always runs, since every ratio needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// In-process, batches of 1.
+    Batch1,
+    /// In-process, batches of 100.
+    Batch100,
+    /// HTTP, single-message calls.
+    Http,
+    /// Latency at a fixed rate (across two nodes on PostgreSQL).
+    Paced,
+}
+
+impl Stage {
+    /// Every stage, in the order a round runs them.
+    pub const ALL: [Stage; 4] = [Stage::Batch1, Stage::Batch100, Stage::Http, Stage::Paced];
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -89,6 +107,9 @@ pub struct BenchConfig {
     /// How many times to run every stage (at least once); more rounds show how much the
     /// figures move from one run to the next.
     pub rounds: usize,
+    /// The engine's stages to run, each round, after the baseline (in [`Stage::ALL`] order
+    /// whatever the order here).
+    pub stages: Vec<Stage>,
 }
 
 impl Default for BenchConfig {
@@ -104,6 +125,7 @@ impl Default for BenchConfig {
             latency_duration: Duration::from_secs(5),
             dir: None,
             rounds: 1,
+            stages: Stage::ALL.to_vec(),
         }
     }
 }
@@ -138,21 +160,26 @@ pub struct Report {
     pub config: ConfigEcho,
 }
 
-/// One pass over every stage: the baseline first, then the engine's stages, each on fresh
-/// storage, so a ratio compares figures measured minutes, not hours, apart.
+/// One pass over the stages: the baseline first, then the engine's stages, each on fresh
+/// storage, so a ratio compares figures measured minutes, not hours, apart. A stage the run
+/// left out is `None` (and absent from the JSON).
 #[derive(Debug, Clone, Serialize)]
 pub struct Round {
     /// Rows per second through the raw baseline on the same database.
     pub baseline_rows_per_sec: f64,
     /// In-process, batches of 1.
-    pub in_process_batch_1: Throughput,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process_batch_1: Option<Throughput>,
     /// In-process, batches of 100.
-    pub in_process_batch_100: Throughput,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process_batch_100: Option<Throughput>,
     /// HTTP, single-message calls.
-    pub http_single: Throughput,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_single: Option<Throughput>,
     /// Latency at a fixed, moderate rate; on PostgreSQL enqueued on one node and received on
     /// another.
-    pub paced_latency: Percentiles,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced_latency: Option<Percentiles>,
 }
 
 /// How a figure spread over the rounds.
@@ -201,42 +228,63 @@ pub struct StageSummary {
     pub p99_ms: Spread,
 }
 
-/// Every figure of a run over its rounds.
+/// Every figure of a run over its rounds; a stage the run left out is `None`.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Summary {
     /// Rows per second through the raw baseline.
     pub baseline_rows_per_sec: Spread,
     /// In-process, batches of 1.
-    pub in_process_batch_1: StageSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process_batch_1: Option<StageSummary>,
     /// In-process, batches of 100.
-    pub in_process_batch_100: StageSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_process_batch_100: Option<StageSummary>,
     /// HTTP, single-message calls.
-    pub http_single: StageSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_single: Option<StageSummary>,
     /// Paced run, median latency, ms.
-    pub paced_p50_ms: Spread,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced_p50_ms: Option<Spread>,
     /// Paced run, 99th percentile latency, ms.
-    pub paced_p99_ms: Spread,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paced_p99_ms: Option<Spread>,
 }
 
 impl Summary {
-    /// The summary of `rounds`; `None` if there are none or a figure is not a number.
+    /// The summary of `rounds`; `None` if there are none or a figure is not a number. A stage
+    /// is summarized when every round measured it.
     pub fn of(rounds: &[Round]) -> Option<Self> {
-        let spread = |figure: fn(&Round) -> f64| Spread::of(rounds.iter().map(figure));
-        let stage = |stage: fn(&Round) -> &Throughput| {
-            Some(StageSummary {
-                msgs_per_sec: Spread::of(rounds.iter().map(|r| stage(r).msgs_per_sec))?,
-                ratio: Spread::of(rounds.iter().map(|r| stage(r).msgs_per_sec / r.baseline_rows_per_sec))?,
-                p50_ms: Spread::of(rounds.iter().map(|r| stage(r).latency.p50_ms))?,
-                p99_ms: Spread::of(rounds.iter().map(|r| stage(r).latency.p99_ms))?,
-            })
+        let baseline_rows_per_sec = Spread::of(rounds.iter().map(|r| r.baseline_rows_per_sec))?;
+        let stage = |stage: fn(&Round) -> Option<&Throughput>| -> Option<Option<StageSummary>> {
+            let Some(measured) = rounds
+                .iter()
+                .map(|r| Some((stage(r)?, r.baseline_rows_per_sec)))
+                .collect::<Option<Vec<_>>>()
+            else {
+                return Some(None);
+            };
+            Some(Some(StageSummary {
+                msgs_per_sec: Spread::of(measured.iter().map(|(t, _)| t.msgs_per_sec))?,
+                ratio: Spread::of(measured.iter().map(|(t, base)| t.msgs_per_sec / base))?,
+                p50_ms: Spread::of(measured.iter().map(|(t, _)| t.latency.p50_ms))?,
+                p99_ms: Spread::of(measured.iter().map(|(t, _)| t.latency.p99_ms))?,
+            }))
+        };
+        let paced = rounds.iter().map(|r| r.paced_latency).collect::<Option<Vec<_>>>();
+        let (paced_p50_ms, paced_p99_ms) = match paced {
+            None => (None, None),
+            Some(paced) => (
+                Some(Spread::of(paced.iter().map(|p| p.p50_ms))?),
+                Some(Spread::of(paced.iter().map(|p| p.p99_ms))?),
+            ),
         };
         Some(Self {
-            baseline_rows_per_sec: spread(|r| r.baseline_rows_per_sec)?,
-            in_process_batch_1: stage(|r| &r.in_process_batch_1)?,
-            in_process_batch_100: stage(|r| &r.in_process_batch_100)?,
-            http_single: stage(|r| &r.http_single)?,
-            paced_p50_ms: spread(|r| r.paced_latency.p50_ms)?,
-            paced_p99_ms: spread(|r| r.paced_latency.p99_ms)?,
+            baseline_rows_per_sec,
+            in_process_batch_1: stage(|r| r.in_process_batch_1.as_ref())?,
+            in_process_batch_100: stage(|r| r.in_process_batch_100.as_ref())?,
+            http_single: stage(|r| r.http_single.as_ref())?,
+            paced_p50_ms,
+            paced_p99_ms,
         })
     }
 }
@@ -292,13 +340,14 @@ async fn run_rounds(config: &BenchConfig, backend: &mut Backend) -> Result<Vec<R
     for round in 1..=config.rounds.max(1) {
         let figures = run_round(config, backend, round).await?;
         // Logged as each round ends, so a failure in a later round does not lose its figures.
+        let rate = |t: &Option<Throughput>| t.as_ref().map(|t| t.msgs_per_sec);
         tracing::info!(
             round,
             baseline_rows_per_sec = figures.baseline_rows_per_sec,
-            batch_1 = figures.in_process_batch_1.msgs_per_sec,
-            batch_100 = figures.in_process_batch_100.msgs_per_sec,
-            http_single = figures.http_single.msgs_per_sec,
-            paced_p99_ms = figures.paced_latency.p99_ms,
+            batch_1 = rate(&figures.in_process_batch_1),
+            batch_100 = rate(&figures.in_process_batch_100),
+            http_single = rate(&figures.http_single),
+            paced_p99_ms = figures.paced_latency.map(|p| p.p99_ms),
             "round done"
         );
         rounds.push(figures);
@@ -306,9 +355,11 @@ async fn run_rounds(config: &BenchConfig, backend: &mut Backend) -> Result<Vec<R
     Ok(rounds)
 }
 
-/// Every stage once, each on fresh storage named after the stage and `round`.
+/// The baseline, then each stage of `config.stages` once, each on fresh storage named after
+/// the stage and `round`.
 async fn run_round(config: &BenchConfig, backend: &mut Backend, round: usize) -> Result<Round, BenchError> {
     let stage = |name: &str| format!("{name}_{round}");
+    let wanted = |s: Stage| config.stages.contains(&s);
     let baseline_rows_per_sec = backend.baseline(&stage("baseline"), config).await?;
     backend.end_stage().await?;
     tracing::info!(baseline_rows_per_sec, "raw baseline done");
@@ -320,43 +371,54 @@ async fn run_round(config: &BenchConfig, backend: &mut Backend, round: usize) ->
         consumers: config.consumers,
         payload_bytes: config.payload_bytes,
     };
-    let engine = backend.engine(&stage("batch1")).await?;
-    let in_process_batch_1 = inprocess::throughput(engine.clone(), shape(1, config.messages / 4)).await?;
-    engine.shutdown().await?;
-    backend.end_stage().await?;
-    let engine = backend.engine(&stage("batch100")).await?;
-    let in_process_batch_100 = inprocess::throughput(engine.clone(), shape(100, config.messages)).await?;
-    engine.shutdown().await?;
-    backend.end_stage().await?;
-    let engine = backend.engine(&stage("http")).await?;
-    let http_single = http::single_message(
-        engine.clone(),
-        config.http_messages,
-        config.http_clients,
-        config.payload_bytes,
-    )
-    .await?;
-    engine.shutdown().await?;
-    backend.end_stage().await?;
-    let producer_node = backend.engine(&stage("paced")).await?;
-    let consumer_node = backend.second_node(&producer_node).await?;
-    let paced_latency = inprocess::paced_latency(
-        [producer_node.clone(), consumer_node.clone()],
-        config.latency_rate,
-        config.latency_duration,
-        config.consumers,
-        config.payload_bytes,
-    )
-    .await?;
-    shut_down(&[producer_node, consumer_node]).await?;
-    backend.end_stage().await?;
-    Ok(Round {
+    let mut figures = Round {
         baseline_rows_per_sec,
-        in_process_batch_1,
-        in_process_batch_100,
-        http_single,
-        paced_latency,
-    })
+        in_process_batch_1: None,
+        in_process_batch_100: None,
+        http_single: None,
+        paced_latency: None,
+    };
+    if wanted(Stage::Batch1) {
+        let engine = backend.engine(&stage("batch1")).await?;
+        figures.in_process_batch_1 = Some(inprocess::throughput(engine.clone(), shape(1, config.messages / 4)).await?);
+        engine.shutdown().await?;
+        backend.end_stage().await?;
+    }
+    if wanted(Stage::Batch100) {
+        let engine = backend.engine(&stage("batch100")).await?;
+        figures.in_process_batch_100 = Some(inprocess::throughput(engine.clone(), shape(100, config.messages)).await?);
+        engine.shutdown().await?;
+        backend.end_stage().await?;
+    }
+    if wanted(Stage::Http) {
+        let engine = backend.engine(&stage("http")).await?;
+        let http_single = http::single_message(
+            engine.clone(),
+            config.http_messages,
+            config.http_clients,
+            config.payload_bytes,
+        )
+        .await?;
+        figures.http_single = Some(http_single);
+        engine.shutdown().await?;
+        backend.end_stage().await?;
+    }
+    if wanted(Stage::Paced) {
+        let producer_node = backend.engine(&stage("paced")).await?;
+        let consumer_node = backend.second_node(&producer_node).await?;
+        let paced_latency = inprocess::paced_latency(
+            [producer_node.clone(), consumer_node.clone()],
+            config.latency_rate,
+            config.latency_duration,
+            config.consumers,
+            config.payload_bytes,
+        )
+        .await?;
+        figures.paced_latency = Some(paced_latency);
+        shut_down(&[producer_node, consumer_node]).await?;
+        backend.end_stage().await?;
+    }
+    Ok(figures)
 }
 
 async fn shut_down(engines: &[Arc<dyn QueueEngine>]) -> Result<(), BenchError> {
@@ -407,15 +469,24 @@ impl Report {
             )
         };
         let mut out = format!("{:<34} {:>10.0} rows/s ({})\n", "raw baseline", base, self.baseline);
-        out += &line("in-process, batch 1", &round.in_process_batch_1);
-        out += &line("in-process, batch 100", &round.in_process_batch_100);
-        out += &line(&self.http_stage_name(), &round.http_single);
-        out += &format!(
-            "{:<34} p50 {:.2} ms  p99 {:.2} ms\n",
-            self.paced_stage_name(),
-            round.paced_latency.p50_ms,
-            round.paced_latency.p99_ms
-        );
+        let stages = [
+            ("in-process, batch 1".to_owned(), &round.in_process_batch_1),
+            ("in-process, batch 100".to_owned(), &round.in_process_batch_100),
+            (self.http_stage_name(), &round.http_single),
+        ];
+        for (name, figure) in stages {
+            if let Some(t) = figure {
+                out += &line(&name, t);
+            }
+        }
+        if let Some(paced) = round.paced_latency {
+            out += &format!(
+                "{:<34} p50 {:.2} ms  p99 {:.2} ms\n",
+                self.paced_stage_name(),
+                paced.p50_ms,
+                paced.p99_ms
+            );
+        }
         out
     }
 
@@ -433,15 +504,24 @@ impl Report {
         };
         let mut out = format!("median of {} rounds (least – greatest)\n", self.rounds.len());
         out += &format!("{:<34} {} rows/s\n", "raw baseline", range(s.baseline_rows_per_sec, 0));
-        out += &line("in-process, batch 1", &s.in_process_batch_1);
-        out += &line("in-process, batch 100", &s.in_process_batch_100);
-        out += &line(&self.http_stage_name(), &s.http_single);
-        out += &format!(
-            "{:<34} p50 {} ms  p99 {} ms\n",
-            self.paced_stage_name(),
-            range(s.paced_p50_ms, 2),
-            range(s.paced_p99_ms, 2)
-        );
+        let stages = [
+            ("in-process, batch 1".to_owned(), &s.in_process_batch_1),
+            ("in-process, batch 100".to_owned(), &s.in_process_batch_100),
+            (self.http_stage_name(), &s.http_single),
+        ];
+        for (name, figure) in stages {
+            if let Some(t) = figure {
+                out += &line(&name, t);
+            }
+        }
+        if let (Some(p50), Some(p99)) = (s.paced_p50_ms, s.paced_p99_ms) {
+            out += &format!(
+                "{:<34} p50 {} ms  p99 {} ms\n",
+                self.paced_stage_name(),
+                range(p50, 2),
+                range(p99, 2)
+            );
+        }
         out
     }
 }

@@ -90,6 +90,41 @@ fn bench_rounds_report_each_round_and_their_spread() {
     }
 }
 
+/// `--stages` runs the baseline and the stages named, and reports no others.
+#[test]
+fn bench_runs_only_the_stages_asked_for() {
+    let report = bench(&["--stages", "batch100,http"]);
+    let round = &report["rounds"][0];
+    assert!(figure(&round["baseline_rows_per_sec"]) > 0.0, "{report}");
+    for stage in ["in_process_batch_100", "http_single"] {
+        assert!(figure(&round[stage]["msgs_per_sec"]) > 0.0, "{stage}: {report}");
+        assert!(
+            figure(&report["summary"][stage]["ratio"]["median"]) > 0.0,
+            "{stage}: {report}"
+        );
+    }
+    for left_out in ["in_process_batch_1", "paced_latency"] {
+        assert!(round.get(left_out).is_none(), "{left_out} ran: {report}");
+    }
+    for left_out in ["in_process_batch_1", "paced_p50_ms", "paced_p99_ms"] {
+        assert!(
+            report["summary"].get(left_out).is_none(),
+            "{left_out} summarized: {report}"
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_an_unknown_stage() {
+    let out = courier()
+        .args(["bench", "--stages", "batch100,warp"])
+        .output()
+        .expect("run courier bench");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("warp") && stderr.contains("--stages"), "{stderr}");
+}
+
 #[test]
 fn bench_refuses_zero_rounds() {
     let out = courier()

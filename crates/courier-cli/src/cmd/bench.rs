@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use courier_bench::{BenchConfig, Target};
+use courier_bench::{BenchConfig, Stage, Target};
 use courier_postgres::PostgresOptions;
 
 #[derive(Debug, clap::Args)]
@@ -49,9 +49,39 @@ pub(crate) struct Args {
     /// the figures move from run to run on a busy machine.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
     rounds: u16,
+    /// The engine's stages to run, comma-separated (default: all); the raw baseline always
+    /// runs, as every ratio needs it.
+    #[arg(long, value_enum, value_delimiter = ',', num_args = 1.., default_values_t = StageArg::ALL)]
+    stages: Vec<StageArg>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// `--stages` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StageArg {
+    /// In-process, batches of 1.
+    Batch1,
+    /// In-process, batches of 100.
+    Batch100,
+    /// HTTP, single-message calls.
+    Http,
+    /// Latency at a fixed rate (across two nodes on PostgreSQL).
+    Paced,
+}
+
+impl StageArg {
+    const ALL: [StageArg; 4] = [StageArg::Batch1, StageArg::Batch100, StageArg::Http, StageArg::Paced];
+
+    fn stage(self) -> Stage {
+        match self {
+            StageArg::Batch1 => Stage::Batch1,
+            StageArg::Batch100 => Stage::Batch100,
+            StageArg::Http => Stage::Http,
+            StageArg::Paced => Stage::Paced,
+        }
+    }
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
@@ -78,6 +108,7 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         latency_duration: Duration::from_secs(args.latency_secs),
         dir: args.dir,
         rounds: usize::from(args.rounds),
+        stages: args.stages.iter().map(|s| s.stage()).collect(),
     };
     let target = match args.database {
         None => Target::Sqlite,
