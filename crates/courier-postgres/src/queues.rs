@@ -44,12 +44,16 @@ where
 
 /// The queue's id and policy from this node's cache, or read (outside any transaction) and
 /// remembered. Queues that do not exist are not remembered: the next enqueue creates them.
+///
+/// The read is bounded by the operation timeout like the statements around it: it runs on a
+/// receive combiner's task, which every later receive of the queue on this node waits for, and
+/// its connection may be one that went silent.
 pub(crate) async fn find_cached(core: &Core, queue: &QueueRef) -> Db<Option<QueueMeta>> {
     if let Some(meta) = core.cache.meta(queue) {
         return Ok(Some(meta));
     }
     let generation = core.cache.generation();
-    let found = find_with(&core.pool, queue).await?;
+    let found = core.on_warm(async |conn| find_with(conn, queue).await).await?;
     if let Some(meta) = &found {
         core.cache.remember_meta(queue, meta, generation);
     }

@@ -663,6 +663,56 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     proxy.stop().await;
 }
 
+/// Receives alone on a node whose open connections went silent: the receive's lookup of the
+/// queue row (when the node's cached copy has run out) is bounded like every other statement,
+/// so the statement the queue's receives share ends, they fail with `Unavailable`, and the
+/// node serves them again on new connections. Only receives run, so no enqueue uses up the
+/// silent connections first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receives_alone_recover_when_the_open_connections_go_silent() {
+    const OPERATION_TIMEOUT: Duration = Duration::from_millis(500);
+    let schema = TestSchema::new();
+    let proxy = proxy_to_the_test_database().await;
+    let node = PostgresEngine::open(through(&proxy, &schema, OPERATION_TIMEOUT).connections_max(6))
+        .await
+        .expect("open through the proxy");
+    let q = queue("silent-receive");
+    churn(&node, &q, 300).await;
+    node.enqueue(&q, vec![NewMessage::new("waiting")])
+        .await
+        .expect("enqueue");
+    // Longer than the node keeps a queue row cached, so the next receive reads it again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    proxy.blackhole();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut failures = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "receives did not recover ({failures} failed)"
+        );
+        let received = tokio::time::timeout(Duration::from_secs(10), node.try_receive(&q, &take(1)))
+            .await
+            .expect("a receive hung");
+        match received {
+            Ok(batch) => {
+                assert_eq!(batch.deliveries.len(), 1, "the waiting message is gone");
+                break;
+            }
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                failures += 1;
+            }
+        }
+    }
+    assert!(
+        failures > 0,
+        "the silent connections were never used: the test proved nothing"
+    );
+    proxy.stop().await;
+}
+
 /// The bulk calls (their work grows with the queue) are watched rather than bounded: while
 /// the database works on them, here waiting for a lock, they may outlast the operation
 /// timeout many times over and still succeed.
