@@ -2,20 +2,24 @@
 //! transaction can fix.
 
 use courier_core::StorageError;
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// Result of a database call inside the engine; converted to [`StorageError`] at the edge.
 pub(crate) type Db<T> = Result<T, sqlx::Error>;
 
 /// Converts an sqlx error into a [`StorageError`]: anything that says "the database cannot be
-/// reached or will not serve now" is `Unavailable` (a later retry may succeed), the rest
-/// `Internal`.
+/// reached or will not serve now", or that the server ended the session, is `Unavailable` (a
+/// later retry, on another connection, may succeed), the rest `Internal`.
 pub(crate) fn storage(e: sqlx::Error) -> StorageError {
     match &e {
         sqlx::Error::PoolClosed => StorageError::Unavailable("the postgres engine is shut down".into()),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
             StorageError::Unavailable(format!("postgres unavailable: {e}"))
         }
-        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_unavailable_code(&c)) => {
+        sqlx::Error::Database(db)
+            if ends_session(db.as_ref()) || db.code().is_some_and(|c| is_unavailable_code(&c)) =>
+        {
             StorageError::Unavailable(format!("postgres unavailable: {e}"))
         }
         _ if is_conflict(&e) => {
@@ -31,6 +35,14 @@ pub(crate) fn storage(e: sqlx::Error) -> StorageError {
 /// connected to a standby, e.g. during a failover).
 fn is_unavailable_code(code: &str) -> bool {
     code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+}
+
+/// Whether the server ended the session with this error (severity FATAL or PANIC): an
+/// administrator's shutdown or termination, or a session or transaction timeout (idle in
+/// transaction 25P03, idle session 57P05, transaction 25P04).
+pub(crate) fn ends_session(db: &dyn DatabaseError) -> bool {
+    db.try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
 /// Deadlock (40P01) or serialization failure (40001): PostgreSQL rolled the transaction back

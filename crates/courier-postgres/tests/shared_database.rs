@@ -581,6 +581,37 @@ async fn shutdown_does_not_wait_for_running_maintenance() {
     );
 }
 
+/// The server ends sessions that sit idle (here `idle_session_timeout`, 300 ms; the same
+/// FATAL-severity kind of error as the engine's own `idle_in_transaction_session_timeout`):
+/// a call on such a connection fails with `Unavailable` (a 503: try again), never
+/// `Internal`, and the node serves again by itself on new connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_the_server_ended_for_idling_are_unavailable_not_internal() {
+    let schema = TestSchema::new();
+    let engine = open_with_url(&schema, &common::url_with("options=-c%20idle_session_timeout%3D300")).await;
+    let q = queue("idle-ended");
+    let mut unavailable = 0;
+    for round in 0..6 {
+        // Longer than the server lets a session idle, so every kept connection is ended.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for attempt in 0..10 {
+            match engine
+                .enqueue(&q, vec![NewMessage::new(format!("{round}-{attempt}"))])
+                .await
+            {
+                Ok(_) => break,
+                Err(e) => {
+                    assert_eq!(e.kind(), ErrorKind::Unavailable, "round {round}: {e}");
+                    unavailable += 1;
+                }
+            }
+        }
+    }
+    let stats = engine.stats(&q).await.expect("stats");
+    assert_eq!(stats.ready, 6, "one message per round: {stats:?}");
+    println!("{unavailable} calls met an ended session");
+}
+
 /// An administrator (or a failover) terminates every session of a node, the connections it
 /// keeps between hot statements included: each dead connection fails at most one call, with
 /// `Unavailable` (a 503), and the node then serves again by itself.
