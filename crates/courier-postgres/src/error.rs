@@ -54,6 +54,12 @@ pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
     }
 }
 
+/// A state the engine's own logic rules out (a bug), reported as `Internal` instead of
+/// looping or panicking.
+pub(crate) fn broken_invariant(detail: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Protocol(format!("engine invariant broken: {detail}"))
+}
+
 /// A decoding failure for data the engine wrote itself (a corrupt row, or a bug).
 pub(crate) fn corrupt(what: &str, detail: impl std::fmt::Display) -> sqlx::Error {
     sqlx::Error::Decode(format!("stored {what} is unreadable: {detail}").into())

@@ -9,7 +9,7 @@
 
 use courier_core::QueueRef;
 
-use crate::error::Db;
+use crate::error::{broken_invariant, Db};
 use crate::tx::{Core, Ctx};
 
 /// Which of the groups `$2` (text[]) of queue `$1` have a live message: one index probe per
@@ -21,12 +21,27 @@ pub(crate) const GROUPS_LIVE_SQL: &str = "SELECT g FROM unnest($2::text[]) AS g 
        AND status IN (0, 1, 2))";
 
 /// Makes the oldest blocked message of group `$2` in queue `$1` active, unless the group has
-/// an active one.
-pub(crate) const PROMOTE_SQL: &str = "UPDATE messages SET status = 0 WHERE queue_id = $1 AND id = (\
+/// an active one. Returns how many it promoted (0 or 1) and whether it should have promoted
+/// one: a blocked message was next in line and none was active.
+///
+/// The two can differ when the message next in line changed while the statement waited for
+/// its row lock: another node's sweep was expiring it (the group lock does not cover expiry).
+/// The `status = 2` term, checked again on the row as the sweep left it, keeps a message just
+/// dead-lettered from coming back as ready; the caller then runs the statement again, and its
+/// new snapshot shows the message after it.
+pub(crate) const PROMOTE_SQL: &str = "WITH candidate AS MATERIALIZED (\
        SELECT id FROM messages WHERE queue_id = $1 AND ordering_group IS NOT NULL \
-       AND ordering_group = $2 AND status = 2 ORDER BY seq LIMIT 1) \
-     AND NOT EXISTS (SELECT 1 FROM messages WHERE queue_id = $1 AND ordering_group IS NOT NULL \
-       AND ordering_group = $2 AND status IN (0, 1))";
+       AND ordering_group = $2 AND status = 2 ORDER BY seq LIMIT 1), \
+     busy AS MATERIALIZED (SELECT EXISTS (SELECT 1 FROM messages WHERE queue_id = $1 \
+       AND ordering_group IS NOT NULL AND ordering_group = $2 AND status IN (0, 1)) AS yes), \
+     promoted AS (UPDATE messages SET status = 0 WHERE queue_id = $1 \
+       AND id = (SELECT id FROM candidate) AND status = 2 AND NOT (SELECT yes FROM busy) RETURNING 1) \
+     SELECT (SELECT count(*) FROM promoted), EXISTS (SELECT 1 FROM candidate) AND NOT (SELECT yes FROM busy)";
+
+/// Most runs of [`PROMOTE_SQL`] for one group in one promotion. Each run after the first
+/// means the message next in line left meanwhile and the group lock keeps new ones out, so
+/// the runs end when the blocked messages do; the bound only guards against a bug.
+const PROMOTE_RUNS_MAX: usize = 1_000;
 
 /// A stable 64-bit advisory lock key for `parts` within `schema` (FNV-1a; every node computes
 /// the same key). Two keys colliding only makes two unrelated operations wait for each other.
@@ -109,19 +124,31 @@ pub(crate) async fn promote_groups(ctx: &mut Ctx<'_>, queue: &QueueRef, queue_id
     lock_groups(ctx, queue_id, &names).await?;
     let mut promoted = false;
     for group in groups {
-        // A statement of its own, after the lock: its snapshot sees every commit made under it.
-        let changed = sqlx::query(PROMOTE_SQL)
-            .bind(queue_id)
-            .bind(group)
-            .execute(ctx.conn())
-            .await?
-            .rows_affected();
-        promoted |= changed > 0;
+        promoted |= promote_group(ctx, queue_id, group).await?;
     }
     if promoted {
         ctx.wake(queue);
     }
     Ok(())
+}
+
+/// Runs [`PROMOTE_SQL`] for `group`, again while it should have promoted a message and did
+/// not; returns whether one was promoted. The caller holds the group's lock.
+async fn promote_group(ctx: &mut Ctx<'_>, queue_id: i64, group: &str) -> Db<bool> {
+    for _ in 0..PROMOTE_RUNS_MAX {
+        // A statement of its own, after the lock: its snapshot sees every commit made under it.
+        let (promoted, wanted): (i64, bool) = sqlx::query_as(PROMOTE_SQL)
+            .bind(queue_id)
+            .bind(group)
+            .fetch_one(ctx.conn())
+            .await?;
+        if promoted > 0 || !wanted {
+            return Ok(promoted > 0);
+        }
+    }
+    Err(broken_invariant(format_args!(
+        "ordering group {group:?} still had a message to promote after {PROMOTE_RUNS_MAX} runs"
+    )))
 }
 
 #[cfg(test)]

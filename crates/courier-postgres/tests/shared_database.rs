@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::TestSchema;
 use courier_core::{
-    Clock, ErrorKind, FencingToken, LeaseError, ManualClock, MessageId, MessageStatus, NewMessage, QueueEngine,
-    QueuePolicy, QueueRef, ReceiveBatch, ReceiveOptions, StorageError, SystemClock, Timestamp,
+    Clock, ErrorKind, FencingToken, LeaseError, ListOptions, ManualClock, MessageId, MessageStatus, NewMessage,
+    QueueEngine, QueuePolicy, QueueRef, ReceiveBatch, ReceiveOptions, StorageError, SystemClock, Timestamp,
 };
 use courier_postgres::{plans, PostgresEngine, PostgresOptions};
 use serde_json::Value;
@@ -692,6 +692,98 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
         assert!(Instant::now() < deadline, "node b never heard node a again");
     }
     proxy.stop().await;
+}
+
+/// How another node's sweep makes a blocked message leave by its TTL: dead-lettered or deleted
+/// (the statements of `EXPIRE_DEAD_LETTER_SQL` and `EXPIRE_DROP_SQL`, for one row).
+const EXPIRE_ONE: [(&str, &str); 2] = [
+    (
+        "dead-letter",
+        "UPDATE messages SET status = 3, dead_reason = 2, lease_id = NULL WHERE queue_id = $1 AND id = $2",
+    ),
+    ("drop", "DELETE FROM messages WHERE queue_id = $1 AND id = $2"),
+];
+
+/// A group's active message is acked while another node's sweep is expiring the blocked
+/// message next in line (its transaction held open here by hand, so the promotion has to wait
+/// for that row): when the sweep commits, the group still moves on, to the message after it,
+/// and the expired one stays expired (dead-lettered, or gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_moves_on_when_the_message_next_in_line_expires_meanwhile() {
+    for (expiry, expire_sql) in EXPIRE_ONE {
+        let schema = TestSchema::new();
+        let app = format!("courier_test_{}", schema.name);
+        let engine = Arc::new(open_with_url(&schema, &common::url_with(&format!("application_name={app}"))).await);
+        let q = queue("group-expiry");
+        let batch = ["head", "next", "last"]
+            .map(|p| NewMessage::new(p).with_ordering_group("g"))
+            .to_vec();
+        let ids: Vec<MessageId> = engine
+            .enqueue(&q, batch)
+            .await
+            .expect("enqueue")
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        let head = engine.try_receive(&q, &take(10)).await.expect("receive");
+        assert_eq!(head.deliveries.len(), 1, "{expiry}: only the head is active");
+
+        let mut sweep = schema.connect().await;
+        sweep.execute("BEGIN").await.expect("begin");
+        let queue_id: i64 = sqlx::query_scalar("SELECT id FROM queues WHERE name = 'group-expiry'")
+            .fetch_one(&mut sweep)
+            .await
+            .expect("queue id");
+        sqlx::query(expire_sql)
+            .bind(queue_id)
+            .bind(ids[1].0)
+            .execute(&mut sweep)
+            .await
+            .expect("expire the next message");
+        let ack = tokio::spawn({
+            let (engine, q, receipt) = (engine.clone(), q.clone(), head.deliveries[0].receipt());
+            async move { engine.ack(&q, &receipt).await }
+        });
+        let mut watch = schema.connect().await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(&app)
+            .fetch_one(&mut watch)
+            .await
+            .expect("read pg_stat_activity");
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{expiry}: the ack never waited for the expiring row"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sweep.execute("COMMIT").await.expect("commit the sweep");
+        ack.await.expect("ack task").expect("ack");
+
+        let next = engine.try_receive(&q, &take(10)).await.expect("receive after");
+        let got: Vec<MessageId> = next.deliveries.iter().map(|d| d.message.id).collect();
+        assert_eq!(
+            got,
+            vec![ids[2]],
+            "{expiry}: the group must move on to the last message"
+        );
+        let dead: Vec<MessageId> = engine
+            .dlq_list(&q, ListOptions { after: None, limit: 10 })
+            .await
+            .expect("dlq")
+            .items
+            .iter()
+            .map(|m| m.id)
+            .collect();
+        let expected_dead = if expiry == "dead-letter" { vec![ids[1]] } else { vec![] };
+        assert_eq!(dead, expected_dead, "{expiry}: the expired message must stay expired");
+    }
 }
 
 /// Receives alone on a node whose open connections went silent: the receive's lookup of the
