@@ -38,6 +38,11 @@ pub(crate) fn latest_version() -> i64 {
 /// transaction. Nodes starting together serialize on an advisory lock: the first migrates, the
 /// others then find nothing to do. A database newer than this build is refused.
 ///
+/// A schema already at this build's version is only read, never sent DDL: PostgreSQL checks
+/// the privilege a `CREATE … IF NOT EXISTS` needs before it looks whether the object exists,
+/// so nodes whose role may only use the tables of a schema migrated beforehand (by `courier
+/// migrate` under the owner's role) could not start otherwise.
+///
 /// The connection's `search_path` must already be `schema` (the pool sets it on connect).
 pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64, StorageError> {
     let mut tx = conn.begin().await.map_err(storage)?;
@@ -46,16 +51,18 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64
         .execute(&mut *tx)
         .await
         .map_err(storage)?;
-    // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`; quoting also covers reserved words.
-    let bootstrap = format!(
-        "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
-         CREATE TABLE IF NOT EXISTS courier_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-    );
-    (&mut *tx).execute(sqlx::raw_sql(&bootstrap)).await.map_err(storage)?;
-    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM courier_migrations")
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(storage)?;
+    let current = match version(&mut tx).await? {
+        Some(current) => current,
+        None => {
+            // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`; quoting also covers reserved words.
+            let bootstrap = format!(
+                "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
+                 CREATE TABLE IF NOT EXISTS courier_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            );
+            (&mut *tx).execute(sqlx::raw_sql(&bootstrap)).await.map_err(storage)?;
+            version(&mut tx).await?.unwrap_or(0)
+        }
+    };
     if current > latest_version() {
         return Err(StorageError::Internal(format!(
             "schema {schema} is at version {current}, newer than this build of Courier knows ({}); upgrade Courier",
@@ -77,6 +84,23 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64
     }
     tx.commit().await.map_err(storage)?;
     Ok(latest_version().max(current))
+}
+
+/// The schema's version from its `courier_migrations` table (0 while it is empty), or `None`
+/// when the schema or the table does not exist yet. Resolved through the `search_path`.
+async fn version(conn: &mut PgConnection) -> Result<Option<i64>, StorageError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('courier_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(storage)?;
+    if !exists {
+        return Ok(None);
+    }
+    let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM courier_migrations")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(storage)?;
+    Ok(Some(current))
 }
 
 #[cfg(test)]

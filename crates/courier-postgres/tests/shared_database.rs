@@ -698,6 +698,52 @@ async fn a_node_recovers_when_its_open_connections_go_silent_for_good() {
     proxy.stop().await;
 }
 
+/// A deploy that runs `courier migrate` as the schema's owner and the nodes under a role that
+/// may only use the schema's tables (no `CREATE` on the database or the schema): the nodes
+/// open, serve, and run no DDL, since the schema is already at the version they know.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_role_may_not_create_serves_a_schema_migrated_beforehand() {
+    let schema = TestSchema::new();
+    let owner = common::options(&schema, Arc::new(SystemClock));
+    courier_postgres::migrate(&owner).await.expect("migrate as the owner");
+    let role = format!("{}_app", schema.name);
+    let mut admin = schema.connect().await;
+    let s = &schema.name;
+    admin
+        .execute(sqlx::raw_sql(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD 'courier'; GRANT USAGE ON SCHEMA {s} TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {role}; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {role}"
+        )))
+        .await
+        .expect("create the application role");
+    let url = common::url();
+    let database = url
+        .rsplit_once('/')
+        .map_or("test", |(_, db)| db.split('?').next().unwrap_or(db));
+    let as_app = format!("postgres://{role}:courier@{}/{database}", url_host_port(&url));
+    let opened = PostgresEngine::open(
+        PostgresOptions::new(&as_app)
+            .expect("valid URL")
+            .schema(s)
+            .expect("valid schema name")
+            .connections_max(4),
+    )
+    .await;
+    let served = match &opened {
+        Ok(engine) => one_round_trip(engine, &queue("least-privilege")).await,
+        Err(e) => Err((e.kind(), e.to_string())),
+    };
+    if let Ok(engine) = opened {
+        engine.shutdown().await.expect("shutdown");
+    }
+    admin
+        .execute(sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")))
+        .await
+        .expect("drop the application role");
+    served.expect("a node under the application role serves");
+}
+
 /// How another node's sweep makes a blocked message leave by its TTL: dead-lettered or deleted
 /// (the statements of `EXPIRE_DEAD_LETTER_SQL` and `EXPIRE_DROP_SQL`, for one row).
 const EXPIRE_ONE: [(&str, &str); 2] = [
