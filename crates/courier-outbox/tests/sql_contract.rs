@@ -1,6 +1,7 @@
 //! The SQL contract (docs/specs/outbox-sql-contract.md), checked from the outside: rows INSERTed with plain SQL,
 //! as an application in another language would, are published; rows that break the contract
-//! are refused by the database; migrations are idempotent and refuse a newer schema.
+//! are refused by the database; migrations are idempotent, refuse a newer schema, and go on
+//! when another process creates the schema meanwhile.
 
 mod common;
 
@@ -120,4 +121,33 @@ async fn migrations_are_idempotent_and_refuse_a_newer_schema(backend: Backend) {
         matches!(newer, Err(MigrateError::TooNew { found: 99, known: 2 })),
         "{newer:?}"
     );
+}
+
+/// The queue engine (same default schema name, a migration lock of its own) creates the
+/// schema while the outbox migrates: the outbox's `CREATE SCHEMA` waits for it, and when it
+/// commits the migration goes on in the schema as it is instead of failing on the duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrating_while_another_process_creates_the_schema_succeeds() {
+    use sqlx::{Connection, Executor};
+    let schema = courier_testkit::postgres::TestSchema::new();
+    let url = courier_testkit::postgres::url();
+    let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+    other.execute("BEGIN").await.expect("begin");
+    other
+        .execute(format!("CREATE SCHEMA {}", schema.name).as_str())
+        .await
+        .expect("create the schema, uncommitted");
+    let app = format!("outbox_test_{}", schema.name);
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let pool = sqlx::PgPool::connect(&format!("{url}{separator}application_name={app}"))
+        .await
+        .expect("pool");
+    let migrating = tokio::spawn({
+        let (pool, name) = (pool.clone(), schema.name.clone());
+        async move { courier_outbox::postgres::migrate(&pool, &name).await }
+    });
+    courier_testkit::postgres::until_waiting_for_a_lock(&app, "the migration").await;
+    other.execute("COMMIT").await.expect("commit the schema");
+    let version = migrating.await.expect("migrate task");
+    assert_eq!(version.expect("migrate in the schema the other made"), 2);
 }

@@ -45,6 +45,7 @@ pub(crate) fn latest_version() -> i64 {
 ///
 /// The connection's `search_path` must already be `schema` (the pool sets it on connect).
 pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64, StorageError> {
+    ensure_schema(conn, schema).await?;
     let mut tx = conn.begin().await.map_err(storage)?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(lock_key(schema, &[b"migrate"]))
@@ -54,12 +55,9 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64
     let current = match version(&mut tx).await? {
         Some(current) => current,
         None => {
-            // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`; quoting also covers reserved words.
-            let bootstrap = format!(
-                "CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
-                 CREATE TABLE IF NOT EXISTS courier_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-            );
-            (&mut *tx).execute(sqlx::raw_sql(&bootstrap)).await.map_err(storage)?;
+            let bootstrap = "CREATE TABLE IF NOT EXISTS courier_migrations \
+                 (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+            (&mut *tx).execute(sqlx::raw_sql(bootstrap)).await.map_err(storage)?;
             version(&mut tx).await?.unwrap_or(0)
         }
     };
@@ -85,6 +83,32 @@ pub(crate) async fn migrate(conn: &mut PgConnection, schema: &str) -> Result<i64
     tx.commit().await.map_err(storage)?;
     Ok(latest_version().max(current))
 }
+
+/// Creates `schema` unless it exists, on its own, before the migration's transaction: another
+/// process may be creating the same schema at that moment (the outbox's migration, which
+/// defaults to the same name and takes a lock of its own), and `CREATE SCHEMA IF NOT EXISTS`
+/// then waits for it and fails with a unique violation once it commits. That failure means the
+/// schema now exists. An existing schema gets no DDL (see [`migrate`]).
+async fn ensure_schema(conn: &mut PgConnection, schema: &str) -> Result<(), StorageError> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(storage)?;
+    if exists {
+        return Ok(());
+    }
+    // `schema` is validated as `[a-z_][a-z0-9_]{0,62}`; quoting also covers reserved words.
+    let create = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+    match conn.execute(sqlx::raw_sql(&create)).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some(UNIQUE_VIOLATION) => Ok(()),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// SQLSTATE of a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
 
 /// The schema's version from its `courier_migrations` table (0 while it is empty), or `None`
 /// when the schema or the table does not exist yet. Resolved through the `search_path`.

@@ -15,6 +15,7 @@ use courier_core::{
     QueueEngine, QueuePolicy, QueueRef, ReceiveBatch, ReceiveOptions, StorageError, SystemClock, Timestamp,
 };
 use courier_postgres::{plans, PostgresEngine, PostgresOptions};
+use courier_testkit::postgres::until_waiting_for_a_lock;
 use serde_json::Value;
 use sqlx::{Executor, Row};
 
@@ -744,6 +745,40 @@ async fn a_node_whose_role_may_not_create_serves_a_schema_migrated_beforehand() 
     served.expect("a node under the application role serves");
 }
 
+/// Another process (the outbox's migration, say, on the same schema name) creates the schema
+/// while a node opens: the node's `CREATE SCHEMA` waits for that transaction, and when it
+/// commits the node takes the schema as it is and opens, instead of failing on the duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_opens_while_another_process_creates_its_schema() {
+    let schema = TestSchema::new();
+    let mut other = schema.connect().await;
+    other.execute("BEGIN").await.expect("begin");
+    other
+        .execute(format!("CREATE SCHEMA {}", schema.name).as_str())
+        .await
+        .expect("create the schema, uncommitted");
+    let app = format!("courier_test_{}", schema.name);
+    let url = common::url_with(&format!("application_name={app}"));
+    let opening = tokio::spawn({
+        let name = schema.name.clone();
+        async move {
+            let options = PostgresOptions::new(&url)
+                .expect("valid URL")
+                .schema(&name)
+                .expect("valid schema name");
+            PostgresEngine::open(options).await
+        }
+    });
+    until_waiting_for_a_lock(&app, "the node's open").await;
+    other.execute("COMMIT").await.expect("commit the schema");
+    let engine = opening
+        .await
+        .expect("open task")
+        .expect("the node opens on the schema the other made");
+    one_round_trip(&engine, &queue("shared-schema")).await.expect("serves");
+    engine.shutdown().await.expect("shutdown");
+}
+
 /// How another node's sweep makes a blocked message leave by its TTL: dead-lettered or deleted
 /// (the statements of `EXPIRE_DEAD_LETTER_SQL` and `EXPIRE_DROP_SQL`, for one row).
 const EXPIRE_ONE: [(&str, &str); 2] = [
@@ -794,25 +829,7 @@ async fn a_group_moves_on_when_the_message_next_in_line_expires_meanwhile() {
             let (engine, q, receipt) = (engine.clone(), q.clone(), head.deliveries[0].receipt());
             async move { engine.ack(&q, &receipt).await }
         });
-        let mut watch = schema.connect().await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
-            )
-            .bind(&app)
-            .fetch_one(&mut watch)
-            .await
-            .expect("read pg_stat_activity");
-            if waiting > 0 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{expiry}: the ack never waited for the expiring row"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_waiting_for_a_lock(&app, &format!("{expiry}: the ack")).await;
         sweep.execute("COMMIT").await.expect("commit the sweep");
         ack.await.expect("ack task").expect("ack");
 

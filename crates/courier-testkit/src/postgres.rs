@@ -86,3 +86,27 @@ impl Drop for TestSchema {
         }
     }
 }
+
+/// Waits until a session with this `application_name` waits for a lock (a row, a table, the
+/// catalog), for tests that hold a transaction open and must release it only once the code
+/// under test is blocked behind it. Panics naming `what` after 10 s.
+pub async fn until_waiting_for_a_lock(application_name: &str, what: &str) {
+    let mut watch = PgConnection::connect(&url())
+        .await
+        .unwrap_or_else(|e| unreachable("cannot connect to PostgreSQL", e));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(application_name)
+        .fetch_one(&mut watch)
+        .await
+        .unwrap_or_else(|e| unreachable("cannot read pg_stat_activity", e));
+        if waiting > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} never waited for the lock");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

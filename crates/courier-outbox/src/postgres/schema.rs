@@ -29,11 +29,34 @@ pub fn latest_version() -> i64 {
 pub async fn migrate(pool: &PgPool, schema: &str) -> Result<i64, MigrateError> {
     validate_schema(schema)?;
     let mut conn = pool.acquire().await?;
+    ensure_schema(&mut conn, schema).await?;
     loop {
         match apply_next(&mut conn, schema).await? {
             Step::Applied(version) => tracing::info!(version, schema, "applied outbox migration"),
             Step::UpToDate(version) => return Ok(version),
         }
+    }
+}
+
+/// Creates `schema` unless it exists, on its own, before any migration's transaction: the
+/// queue engine's migration (same default schema name, a lock of its own) may be creating it
+/// at that moment, and `CREATE SCHEMA IF NOT EXISTS` then waits for it and fails with a unique
+/// violation (23505) once it commits, which means the schema now exists. The queue engine's
+/// `schema.rs` does the same from its side.
+async fn ensure_schema(conn: &mut PgConnection, schema: &str) -> Result<(), sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists {
+        return Ok(());
+    }
+    match conn
+        .execute(sqlx::raw_sql(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"")))
+        .await
+    {
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23505") => Ok(()),
+        other => other.map(drop),
     }
 }
 
@@ -48,7 +71,6 @@ async fn apply_next(conn: &mut PgConnection, schema: &str) -> Result<Step, Migra
     // migrations name tables unqualified, so the search path points them at the schema.
     let bootstrap = format!(
         "SET LOCAL client_min_messages TO warning; \
-         CREATE SCHEMA IF NOT EXISTS \"{schema}\"; \
          SET LOCAL search_path TO \"{schema}\"; \
          CREATE TABLE IF NOT EXISTS outbox_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
     );
