@@ -12,12 +12,22 @@
 //! messages; afterwards autovacuum keeps the statistics current.
 //!
 //! Dead index entries removed while a queue churns: see [`ChurnVacuum`].
+//!
+//! Both run on a connection of the serving pool and are watched as bulk calls are
+//! ([`Core::watched`]): they may take long on a big table, but one on a connection that went
+//! silent is given up instead of holding its connection until TCP does. A node whose pool has
+//! a single connection runs neither (it would hold every call back) and leaves both to
+//! autovacuum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use sqlx::{Executor, PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Executor, PgConnection, Postgres};
+
+use crate::error::Db;
+use crate::tx::{backend_of, Core};
 
 /// The first step; each next one is ten times larger.
 const FIRST_STEP: u64 = 1_000;
@@ -46,19 +56,63 @@ impl Default for GrowthAnalyzer {
 
 impl GrowthAnalyzer {
     /// Records `n` inserted messages; starts an `ANALYZE` when a step was crossed.
-    pub(crate) fn inserted(&self, n: usize, pool: &PgPool) {
+    pub(crate) fn inserted(&self, n: usize, core: &Arc<Core>) {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         let before = self.inserted.fetch_add(n, Ordering::Relaxed);
         if crossed_step(before, before.saturating_add(n)) {
-            let pool = pool.clone();
+            let core = core.clone();
             tokio::spawn(async move {
                 // Statistics are an optimization: a failure is logged, not returned.
-                if let Err(error) = sqlx::query(ANALYZE_SQL).execute(&pool).await {
-                    tracing::warn!(%error, "cannot analyze the messages table");
+                match analyze(&core).await {
+                    Ok(()) | Err(sqlx::Error::PoolClosed) => {}
+                    Err(error) => tracing::warn!(%error, "cannot analyze the messages table"),
                 }
             });
         }
     }
+}
+
+async fn analyze(core: &Core) -> Db<()> {
+    let Some(mut conn) = maintenance_connection(core, Idle::WaitForOne).await? else {
+        return Ok(());
+    };
+    watched(core, &mut conn, ANALYZE_SQL).await
+}
+
+/// Whether maintenance waits for a connection of the serving pool or only takes an idle one.
+#[derive(Clone, Copy)]
+enum Idle {
+    WaitForOne,
+    TakeOnlyIfIdle,
+}
+
+/// A connection of the serving pool for maintenance, or `None` when the pool has only one
+/// (told once in the log) or, with [`Idle::TakeOnlyIfIdle`], none is idle now.
+async fn maintenance_connection(core: &Core, idle: Idle) -> Db<Option<PoolConnection<Postgres>>> {
+    if core.pool.options().get_max_connections() < MAINTENANCE_POOL_MIN {
+        static TOLD: std::sync::Once = std::sync::Once::new();
+        TOLD.call_once(|| {
+            tracing::info!(
+                "the pool serves calls on one connection only; vacuum and ANALYZE of the messages table are left to autovacuum"
+            );
+        });
+        return Ok(None);
+    }
+    match idle {
+        Idle::WaitForOne => core.pool.acquire().await.map(Some),
+        Idle::TakeOnlyIfIdle => Ok(core.pool.try_acquire()),
+    }
+}
+
+/// Fewest connections the serving pool needs before the node runs its own maintenance on one.
+const MAINTENANCE_POOL_MIN: u32 = 2;
+
+/// Runs `sql` over the simple protocol (VACUUM cannot be a prepared statement's), watched
+/// like a bulk call: given up, and its backend ended, once the database is seen not working
+/// on it.
+async fn watched(core: &Core, conn: &mut PgConnection, sql: &'static str) -> Db<()> {
+    let backend = core.within(backend_of(&mut *conn)).await?;
+    core.watched(backend, simple(conn, sql)).await
 }
 
 /// Rows leased or acked on this node between two vacuums it runs.
@@ -134,7 +188,7 @@ const VACUUM_GAP_AFTER_FAILURE: Duration = Duration::from_secs(30);
 
 impl ChurnVacuum {
     /// Records `n` rows leased or acked; starts a vacuum when enough have been.
-    pub(crate) fn churned(&self, n: usize, pool: &PgPool) {
+    pub(crate) fn churned(&self, n: usize, core: &Arc<Core>) {
         let n = u64::try_from(n).unwrap_or(u64::MAX);
         let churn = self.churn.fetch_add(n, Ordering::Relaxed).saturating_add(n);
         if churn < CHURN_PER_VACUUM || !self.take_turn() {
@@ -145,12 +199,12 @@ impl ChurnVacuum {
             turn: self.turn.clone(),
             next: Turn::IdleUntil(Instant::now() + VACUUM_GAP_MIN),
         };
-        let pool = pool.clone();
+        let core = core.clone();
         tokio::spawn(async move {
             // Moved whole into the task, so the turn ends when the task does.
             let mut ended = ended;
             let started = Instant::now();
-            let outcome = vacuum_unless_recent(&pool).await;
+            let outcome = vacuum_unless_recent(&core).await;
             let gap = VACUUM_GAP_MIN.max(started.elapsed() * VACUUM_GAP_PER_RUN_TIME);
             ended.next = Turn::IdleUntil(started + gap);
             match outcome {
@@ -193,11 +247,18 @@ enum Refusal {
     Failed(sqlx::Error),
 }
 
-/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`].
-async fn vacuum_unless_recent(pool: &PgPool) -> Result<(), Refusal> {
-    let mut conn = pool.acquire().await.map_err(Refusal::Failed)?;
-    let (allowed, since_ms): (bool, Option<f64>) = sqlx::query_as(VACUUM_CHECK_SQL)
-        .fetch_one(&mut *conn)
+/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`], on a connection of the
+/// serving pool that is idle now: a vacuum waits for its next turn rather than queue before
+/// calls.
+async fn vacuum_unless_recent(core: &Core) -> Result<(), Refusal> {
+    let Some(mut conn) = maintenance_connection(core, Idle::TakeOnlyIfIdle)
+        .await
+        .map_err(Refusal::Failed)?
+    else {
+        return Ok(());
+    };
+    let (allowed, since_ms): (bool, Option<f64>) = core
+        .within(sqlx::query_as(VACUUM_CHECK_SQL).fetch_one(&mut *conn))
         .await
         .map_err(Refusal::Failed)?;
     if !allowed {
@@ -206,9 +267,11 @@ async fn vacuum_unless_recent(pool: &PgPool) -> Result<(), Refusal> {
     if since_ms.is_some_and(|ms| ms < VACUUM_GAP_MIN.as_secs_f64() * 1_000.0) {
         return Ok(());
     }
-    simple(&mut conn, QUIET_SQL).await.map_err(Refusal::Failed)?;
-    let vacuumed = simple(&mut conn, VACUUM_SQL).await;
-    if simple(&mut conn, UNQUIET_SQL).await.is_err() {
+    core.within(simple(&mut conn, QUIET_SQL))
+        .await
+        .map_err(Refusal::Failed)?;
+    let vacuumed = watched(core, &mut conn, VACUUM_SQL).await;
+    if core.within(simple(&mut conn, UNQUIET_SQL)).await.is_err() {
         // Not handed back with a setting other sessions of the pool do not have.
         conn.close_on_drop();
     }

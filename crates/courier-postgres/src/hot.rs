@@ -100,7 +100,7 @@ impl HotPath {
                 let messages: Vec<NewMessage> = calls.into_iter().flatten().collect();
                 let result = enqueue_batch(&core, &queue, &messages).await;
                 if let Ok(enqueued) = &result {
-                    growth.inserted(enqueued.iter().filter(|e| !e.duplicate).count(), &core.pool);
+                    growth.inserted(enqueued.iter().filter(|e| !e.duplicate).count(), &core);
                 }
                 distribute(result, &lengths)
             }
@@ -123,7 +123,7 @@ impl HotPath {
             async move {
                 let shares = crate::receive::receive_for(&core, &queue, &wants, lease).await;
                 let leased = shares.iter().flatten().map(|s| s.batch.deliveries.len()).sum();
-                churn.churned(leased, &core.pool);
+                churn.churned(leased, &core);
                 shares
             }
         };
@@ -144,7 +144,7 @@ impl HotPath {
                 let receipts: Vec<Receipt> = calls.into_iter().flatten().collect();
                 let settled = ack_batch(&core, &queue, &receipts).await;
                 if let Ok(answers) = &settled {
-                    churn.churned(answers.iter().filter(|a| a.is_ok()).count(), &core.pool);
+                    churn.churned(answers.iter().filter(|a| a.is_ok()).count(), &core);
                 }
                 distribute(settled, &lengths)
             }

@@ -214,6 +214,24 @@ impl Backend {
     }
 }
 
+/// The backend `conn` runs on, for [`Core::watched`]; `None` if this role may not see its
+/// start time (a session whose current role is not its login role).
+pub(crate) async fn backend_of(conn: &mut PgConnection) -> Db<Option<Backend>> {
+    let (pid, started_us): (i32, Option<i64>) = sqlx::query_as(
+        "SELECT pg_backend_pid(), (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint \
+           FROM pg_stat_activity WHERE pid = pg_backend_pid())",
+    )
+    .fetch_one(conn)
+    .await?;
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if started_us.is_none() {
+        WARNED.call_once(|| {
+            tracing::warn!(pid, "this role cannot see its own sessions in pg_stat_activity; bulk operations and maintenance run unwatched, with no time limit");
+        });
+    }
+    Ok(started_us.map(|started_us| Backend { pid, started_us }))
+}
+
 /// The watcher's pool: one connection, opened at the first look and closed after a minute
 /// unused, so a look never waits for the engine's pool, which the operation it watches may
 /// have taken to its last connection. Its acquire timeout is the operation timeout: a look
@@ -278,19 +296,7 @@ impl<'e> Ctx<'e> {
     /// The backend this transaction runs on, for [`Core::watched`]; `None` if this role may
     /// not see its start time (a session whose current role is not its login role).
     pub(crate) async fn backend(&mut self) -> Db<Option<Backend>> {
-        let (pid, started_us): (i32, Option<i64>) = sqlx::query_as(
-            "SELECT pg_backend_pid(), (SELECT (extract(epoch FROM backend_start) * 1000000)::bigint \
-               FROM pg_stat_activity WHERE pid = pg_backend_pid())",
-        )
-        .fetch_one(self.conn())
-        .await?;
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        if started_us.is_none() {
-            WARNED.call_once(|| {
-                tracing::warn!(pid, "this role cannot see its own sessions in pg_stat_activity; bulk operations run unwatched, with no time limit");
-            });
-        }
-        Ok(started_us.map(|started_us| Backend { pid, started_us }))
+        backend_of(self.conn()).await
     }
 
     /// The transaction's connection, for `execute(ctx.conn())`.

@@ -554,6 +554,34 @@ async fn a_churning_queue_has_its_table_vacuumed_by_the_engine() {
     }
 }
 
+/// A node whose pool serves calls on a single connection (`connections_max` 3: one each for
+/// the wake-up listener and the bulk-call watcher) runs no `ANALYZE` or vacuum of its own:
+/// one would hold every call back while it runs. Autovacuum has the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_serving_on_one_connection_leaves_maintenance_to_autovacuum() {
+    let schema = TestSchema::new();
+    let options = common::options(&schema, Arc::new(SystemClock)).connections_max(3);
+    let engine = PostgresEngine::open(options).await.expect("open");
+    let q = queue("one-connection");
+    // 1 200 inserts cross the first ANALYZE step, 1 200 leases and acks the vacuum's churn.
+    churn(&engine, &q, 1_200).await;
+    churn(&engine, &q, 1_200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = schema.connect().await;
+    let (vacuums, analyzes): (i64, i64) = sqlx::query_as(
+        "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables \
+         WHERE schemaname = current_schema() AND relname = 'messages'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("read maintenance counts");
+    assert_eq!(
+        (vacuums, analyzes),
+        (0, 0),
+        "maintenance ran on the only serving connection"
+    );
+}
+
 /// Shutdown stops the engine's own maintenance (its `ANALYZE` and vacuums, here throttled to
 /// take minutes by the session's cost settings) instead of waiting for it: on a big table one
 /// run can take long, and a node being stopped should not.
