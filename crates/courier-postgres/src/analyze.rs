@@ -73,22 +73,15 @@ impl GrowthAnalyzer {
 }
 
 async fn analyze(core: &Core) -> Db<()> {
-    let Some(mut conn) = maintenance_connection(core, Idle::WaitForOne).await? else {
+    let Some(mut conn) = maintenance_connection(core).await? else {
         return Ok(());
     };
     watched(core, &mut conn, ANALYZE_SQL).await
 }
 
-/// Whether maintenance waits for a connection of the serving pool or only takes an idle one.
-#[derive(Clone, Copy)]
-enum Idle {
-    WaitForOne,
-    TakeOnlyIfIdle,
-}
-
 /// A connection of the serving pool for maintenance, or `None` when the pool has only one
-/// (told once in the log) or, with [`Idle::TakeOnlyIfIdle`], none is idle now.
-async fn maintenance_connection(core: &Core, idle: Idle) -> Db<Option<PoolConnection<Postgres>>> {
+/// (told once in the log).
+async fn maintenance_connection(core: &Core) -> Db<Option<PoolConnection<Postgres>>> {
     if core.pool.options().get_max_connections() < MAINTENANCE_POOL_MIN {
         static TOLD: std::sync::Once = std::sync::Once::new();
         TOLD.call_once(|| {
@@ -98,10 +91,7 @@ async fn maintenance_connection(core: &Core, idle: Idle) -> Db<Option<PoolConnec
         });
         return Ok(None);
     }
-    match idle {
-        Idle::WaitForOne => core.pool.acquire().await.map(Some),
-        Idle::TakeOnlyIfIdle => Ok(core.pool.try_acquire()),
-    }
+    core.pool.acquire().await.map(Some)
 }
 
 /// Fewest connections the serving pool needs before the node runs its own maintenance on one.
@@ -247,14 +237,9 @@ enum Refusal {
     Failed(sqlx::Error),
 }
 
-/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`], on a connection of the
-/// serving pool that is idle now: a vacuum waits for its next turn rather than queue before
-/// calls.
+/// Vacuums the table unless someone did within [`VACUUM_GAP_MIN`].
 async fn vacuum_unless_recent(core: &Core) -> Result<(), Refusal> {
-    let Some(mut conn) = maintenance_connection(core, Idle::TakeOnlyIfIdle)
-        .await
-        .map_err(Refusal::Failed)?
-    else {
+    let Some(mut conn) = maintenance_connection(core).await.map_err(Refusal::Failed)? else {
         return Ok(());
     };
     let (allowed, since_ms): (bool, Option<f64>) = core
