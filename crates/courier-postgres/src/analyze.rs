@@ -1,7 +1,7 @@
 //! Housekeeping the engine does for its own table instead of waiting for autovacuum.
 //!
 //! Fresh statistics while a queue table grows: after this node has inserted 1 000, 10 000,
-//! 100 000 and 1 000 000 messages, it runs [`ANALYZE_SQL`] in the background.
+//! 100 000 and 1 000 000 messages, it runs `ANALYZE messages` in the background.
 //!
 //! The engine's statements run on cached generic plans (planning them afresh on every call cost
 //! more CPU than running them). A generic plan is made once per connection, with the
@@ -34,12 +34,6 @@ const FIRST_STEP: u64 = 1_000;
 /// After this many inserts the node leaves statistics to autovacuum.
 const LAST_STEP: u64 = 1_000_000;
 
-/// Analyzes only the columns the engine's statements filter or sort on. Statistics on the
-/// payload, attributes and state columns steer no plan, and computing them over a sample of
-/// 256-byte values took about half of a full `ANALYZE` (100 000 rows: ~150 against ~290 ms).
-pub(crate) const ANALYZE_SQL: &str =
-    "ANALYZE messages (queue_id, id, status, visible_at, seq, expires_at, ordering_group, lease_id)";
-
 /// Counts this node's inserts and analyzes at each step.
 #[derive(Debug)]
 pub(crate) struct GrowthAnalyzer {
@@ -65,12 +59,19 @@ impl GrowthAnalyzer {
                 // Statistics are an optimization: a failure is logged, not returned.
                 match analyze(&core).await {
                     Ok(()) | Err(sqlx::Error::PoolClosed) => {}
+                    // The engine shut down meanwhile and the watcher gave the run up.
+                    Err(_) if core.pool.is_closed() => {}
                     Err(error) => tracing::warn!(%error, "cannot analyze the messages table"),
                 }
             });
         }
     }
 }
+
+/// A whole-table `ANALYZE`. A column list would be cheaper (the payload's statistics steer no
+/// plan) but does not reset the table's count of changes since its last analyze, so
+/// autovacuum would run a full one soon after anyway.
+const ANALYZE_SQL: &str = "ANALYZE messages";
 
 async fn analyze(core: &Core) -> Db<()> {
     let Some(mut conn) = maintenance_connection(core).await? else {
@@ -207,6 +208,8 @@ impl ChurnVacuum {
                 }
                 // The engine shut down meanwhile.
                 Err(Refusal::Failed(sqlx::Error::PoolClosed)) => {}
+                // Or it did while the vacuum ran, and the watcher gave the vacuum up.
+                Err(Refusal::Failed(_)) if core.pool.is_closed() => {}
                 // Cleanup is an optimization: a failure is logged, not returned.
                 Err(Refusal::Failed(error)) => {
                     tracing::warn!(%error, "cannot vacuum the messages table");
@@ -252,9 +255,11 @@ async fn vacuum_unless_recent(core: &Core) -> Result<(), Refusal> {
     if since_ms.is_some_and(|ms| ms < VACUUM_GAP_MIN.as_secs_f64() * 1_000.0) {
         return Ok(());
     }
-    core.within(simple(&mut conn, QUIET_SQL))
-        .await
-        .map_err(Refusal::Failed)?;
+    if let Err(error) = core.within(simple(&mut conn, QUIET_SQL)).await {
+        // The setting may have taken effect before the answer was lost.
+        conn.close_on_drop();
+        return Err(Refusal::Failed(error));
+    }
     let vacuumed = watched(core, &mut conn, VACUUM_SQL).await;
     if core.within(simple(&mut conn, UNQUIET_SQL)).await.is_err() {
         // Not handed back with a setting other sessions of the pool do not have.

@@ -9,17 +9,17 @@ use sqlx::postgres::{PgDatabaseError, PgSeverity};
 pub(crate) type Db<T> = Result<T, sqlx::Error>;
 
 /// Converts an sqlx error into a [`StorageError`]: anything that says "the database cannot be
-/// reached or will not serve now", or that the server ended the session, is `Unavailable` (a
-/// later retry, on another connection, may succeed), the rest `Internal`.
+/// reached or will not serve now", or that the server ended a session that was fine (a
+/// timeout, a termination), is `Unavailable` (a later retry, on another connection, may
+/// succeed); the rest is `Internal`, a refused login (wrong password, unknown database) too:
+/// no retry can help that.
 pub(crate) fn storage(e: sqlx::Error) -> StorageError {
     match &e {
         sqlx::Error::PoolClosed => StorageError::Unavailable("the postgres engine is shut down".into()),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed | sqlx::Error::Tls(_) => {
             StorageError::Unavailable(format!("postgres unavailable: {e}"))
         }
-        sqlx::Error::Database(db)
-            if ends_session(db.as_ref()) || db.code().is_some_and(|c| is_unavailable_code(&c)) =>
-        {
+        sqlx::Error::Database(db) if db.code().is_some_and(|c| is_unavailable_code(&c)) => {
             StorageError::Unavailable(format!("postgres unavailable: {e}"))
         }
         _ if is_conflict(&e) => {
@@ -31,15 +31,21 @@ pub(crate) fn storage(e: sqlx::Error) -> StorageError {
 
 /// SQLSTATEs that mean the server is unreachable or refuses work for now: class 08 (connection
 /// exceptions), 57P01-57P03 (admin/crash shutdown, cannot connect now), class 53 (insufficient
-/// resources: too many connections, disk full, out of memory) and 25006 (read-only transaction:
-/// connected to a standby, e.g. during a failover).
+/// resources: too many connections, disk full, out of memory), 25006 (read-only transaction:
+/// connected to a standby, e.g. during a failover), and the timeouts with which the server ends
+/// a session: 25P03 (idle in transaction), 57P05 (idle session), 25P04 (transaction, 17+).
 fn is_unavailable_code(code: &str) -> bool {
-    code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03" | "25006")
+    code.starts_with("08")
+        || code.starts_with("53")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "57P05" | "25006" | "25P03" | "25P04"
+        )
 }
 
-/// Whether the server ended the session with this error (severity FATAL or PANIC): an
-/// administrator's shutdown or termination, or a session or transaction timeout (idle in
-/// transaction 25P03, idle session 57P05, transaction 25P04).
+/// Whether the server ended the session with this error (severity FATAL or PANIC): the
+/// connection cannot be used again, whatever the cause (a termination, a timeout, a login
+/// refused at connect).
 pub(crate) fn ends_session(db: &dyn DatabaseError) -> bool {
     db.try_downcast_ref::<PgDatabaseError>()
         .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic))
@@ -71,10 +77,14 @@ mod tests {
 
     #[test]
     fn unavailable_codes_are_connection_and_resource_classes() {
-        for code in ["08000", "08006", "57P01", "57P03", "53300", "25006"] {
+        for code in [
+            "08000", "08006", "57P01", "57P03", "57P05", "53300", "25006", "25P03", "25P04",
+        ] {
             assert!(is_unavailable_code(code), "{code}");
         }
-        for code in ["23505", "42P01", "40P01", "57014"] {
+        // Refused logins (wrong password, no pg_hba entry, no such database, no CONNECT) are
+        // FATAL too, but no retry helps.
+        for code in ["23505", "42P01", "40P01", "57014", "28P01", "28000", "3D000", "42501"] {
             assert!(!is_unavailable_code(code), "{code}");
         }
     }

@@ -34,9 +34,10 @@ pub(crate) fn latest_version() -> i64 {
     MIGRATIONS.last().map_or(0, |(v, _)| *v)
 }
 
-/// Creates `schema` if missing and applies every migration newer than its version, all in one
-/// transaction. Nodes starting together serialize on an advisory lock: the first migrates, the
-/// others then find nothing to do. A database newer than this build is refused.
+/// Creates `schema` if missing (on its own, see [`ensure_schema`]), then applies every
+/// migration newer than its version, all in one transaction. Nodes starting together serialize
+/// on an advisory lock: the first migrates, the others then find nothing to do. A database
+/// newer than this build is refused. A migration that fails leaves at most the empty schema.
 ///
 /// A schema already at this build's version is only read, never sent DDL: PostgreSQL checks
 /// the privilege a `CREATE … IF NOT EXISTS` needs before it looks whether the object exists,

@@ -645,6 +645,20 @@ async fn sessions_the_server_ended_for_idling_are_unavailable_not_internal() {
     println!("{unavailable} calls met an ended session");
 }
 
+/// A login the server refuses (here: no such database) is FATAL like an ended session, but no
+/// retry helps it: opening fails as `Internal` (a 500 naming the cause), not `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_internal_not_unavailable() {
+    let url = common::url();
+    let (base, rest) = url.rsplit_once('/').expect("a database in the URL");
+    let params = rest.split_once('?').map_or(String::new(), |(_, p)| format!("?{p}"));
+    let options = PostgresOptions::new(&format!("{base}/courier_no_such_database{params}")).expect("valid URL");
+    let opened = PostgresEngine::open(options).await;
+    let e = opened.expect_err("no such database");
+    assert_eq!(e.kind(), ErrorKind::Internal, "{e}");
+    assert!(e.to_string().contains("courier_no_such_database"), "{e}");
+}
+
 /// An administrator (or a failover) terminates every session of a node, the connections it
 /// keeps between hot statements included: each dead connection fails at most one call, with
 /// `Unavailable` (a 503), and the node then serves again by itself.
@@ -746,26 +760,25 @@ async fn a_node_whose_role_may_not_create_serves_a_schema_migrated_beforehand() 
         )))
         .await
         .expect("create the application role");
+    // The test URL with the application role's credentials, everything else kept.
     let url = common::url();
-    let database = url
-        .rsplit_once('/')
-        .map_or("test", |(_, db)| db.split('?').next().unwrap_or(db));
-    let as_app = format!("postgres://{role}:courier@{}/{database}", url_host_port(&url));
-    let opened = PostgresEngine::open(
-        PostgresOptions::new(&as_app)
-            .expect("valid URL")
-            .schema(s)
-            .expect("valid schema name")
-            .connections_max(4),
-    )
-    .await;
-    let served = match &opened {
-        Ok(engine) => one_round_trip(engine, &queue("least-privilege")).await,
-        Err(e) => Err((e.kind(), e.to_string())),
-    };
-    if let Ok(engine) = opened {
-        engine.shutdown().await.expect("shutdown");
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let after_user = rest.split_once('@').map_or(rest, |(_, host)| host);
+    let as_app = format!("{scheme}://{role}:courier@{after_user}");
+    // Nothing panics before the role is dropped again: it would outlive the schema.
+    let served = async {
+        let options = PostgresOptions::new(&as_app)
+            .and_then(|o| o.schema(s))
+            .map_err(|e| (ErrorKind::InvalidInput, e.to_string()))?
+            .connections_max(4);
+        let engine = PostgresEngine::open(options)
+            .await
+            .map_err(|e| (e.kind(), e.to_string()))?;
+        let served = one_round_trip(&engine, &queue("least-privilege")).await;
+        let shut = engine.shutdown().await.map_err(|e| (e.kind(), e.to_string()));
+        served.and(shut)
     }
+    .await;
     admin
         .execute(sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")))
         .await
