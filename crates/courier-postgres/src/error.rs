@@ -2,8 +2,6 @@
 //! transaction can fix.
 
 use courier_core::StorageError;
-use sqlx::error::DatabaseError;
-use sqlx::postgres::{PgDatabaseError, PgSeverity};
 
 /// Result of a database call inside the engine; converted to [`StorageError`] at the edge.
 pub(crate) type Db<T> = Result<T, sqlx::Error>;
@@ -41,14 +39,6 @@ fn is_unavailable_code(code: &str) -> bool {
             code,
             "57P01" | "57P02" | "57P03" | "57P05" | "25006" | "25P03" | "25P04"
         )
-}
-
-/// Whether the server ended the session with this error (severity FATAL or PANIC): the
-/// connection cannot be used again, whatever the cause (a termination, a timeout, a login
-/// refused at connect).
-pub(crate) fn ends_session(db: &dyn DatabaseError) -> bool {
-    db.try_downcast_ref::<PgDatabaseError>()
-        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
 /// Deadlock (40P01) or serialization failure (40001): PostgreSQL rolled the transaction back

@@ -8,6 +8,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::error::Db;
@@ -129,7 +130,10 @@ fn connection_failed(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return true;
     };
-    crate::error::ends_session(db.as_ref()) || db.code().is_some_and(|code| code.starts_with("08"))
+    let ends_session = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    ends_session || db.code().is_some_and(|code| code.starts_with("08"))
 }
 
 impl Deref for Warm<'_> {
