@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use crate::error::Db;
 use crate::groups::{lock_groups, lock_queue_exclusive, lock_queue_shared};
-use crate::receive::maintain;
+use crate::receive::maintain_fully;
 use crate::row::{read_message, to_u64, MESSAGE_COLUMNS};
 use crate::schema::status;
 use crate::tx::Ctx;
@@ -27,7 +27,7 @@ pub(crate) async fn get_message(
     id: MessageId,
 ) -> Db<Result<MessageInfo, QueueError>> {
     with_queue!(ctx, queue, meta);
-    maintain(ctx, queue, &meta).await?;
+    maintain_fully(ctx, queue, &meta).await?;
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = $1 AND m.id = $2");
     let row = sqlx::query(&sql)
         .bind(meta.id)
@@ -62,7 +62,7 @@ pub(crate) async fn list(
     opts: ListOptions,
 ) -> Db<Result<Page<MessageInfo>, QueueError>> {
     with_queue!(ctx, queue, meta);
-    maintain(ctx, queue, &meta).await?;
+    maintain_fully(ctx, queue, &meta).await?;
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = $1 AND {} AND m.id > $2 ORDER BY m.id LIMIT $3",
         side.filter()
@@ -106,7 +106,7 @@ pub(crate) async fn purge(ctx: &mut Ctx<'_>, queue: &QueueRef, side: Side) -> Db
 /// Counts by status; `waiting_receivers` is filled in by the engine.
 pub(crate) async fn stats(ctx: &mut Ctx<'_>, queue: &QueueRef) -> Db<Result<QueueStats, QueueError>> {
     with_queue!(ctx, queue, meta);
-    maintain(ctx, queue, &meta).await?;
+    maintain_fully(ctx, queue, &meta).await?;
     let now = ctx.now.as_millis();
     let rows = sqlx::query(
         "SELECT status, visible_at <= $2, COUNT(*), MIN(enqueued_at) FROM messages WHERE queue_id = $1 GROUP BY 1, 2",

@@ -120,8 +120,9 @@ impl PostgresEngine {
 
     /// One page of the queue's live messages or dead letters, in enqueue order.
     async fn list(&self, queue: &QueueRef, side: Side, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
+        opts.validate()?;
+        crate::receive::catch_up(&self.core, queue).await?;
         self.bounded(async {
-            opts.validate()?;
             let core = &self.core;
             transaction!(core, finish, |ctx| crate::admin::list(&mut ctx, queue, side, opts))
                 .await
@@ -333,6 +334,7 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn get_message(&self, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
+        crate::receive::catch_up(&self.core, queue).await?;
         self.bounded(async {
             let core = &self.core;
             transaction!(core, finish, |ctx| crate::admin::get_message(&mut ctx, queue, id))
@@ -401,6 +403,7 @@ impl QueueEngine for PostgresEngine {
         // Watched rather than bounded: counting reads every row of the queue, which takes long
         // on a deep one.
         let core = &self.core;
+        crate::receive::catch_up(core, queue).await?;
         let mut stats = transaction!(watched: core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
             .await
             .unwrap_or_else(|e| Err(e.into()))?;

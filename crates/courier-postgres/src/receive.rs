@@ -260,6 +260,19 @@ pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
     }
 }
 
+/// Works off the queue's whole maintenance backlog in steps of [`MAINTENANCE_ROWS_MAX`] rows,
+/// each in a transaction of its own, so a read that follows shows the queue as of now however
+/// many leases lapsed or messages expired at once, no one transaction grows with the backlog,
+/// and a call cut off keeps the steps it committed. Watched, not bounded, as bulk work is: a
+/// step may wait for a lock. An unknown queue has nothing to do.
+pub(crate) async fn catch_up(core: &Core, queue: &QueueRef) -> Result<(), StorageError> {
+    let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
+        return Ok(());
+    };
+    while transaction!(watched: core, finish_ok, |ctx| maintain(&mut ctx, queue, &meta)).await? {}
+    Ok(())
+}
+
 /// Sweeps the queue and tells when it next needs it: now, if rows were left for the next call.
 async fn sweep(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<(Timestamp, Option<Timestamp>)> {
     if maintain(ctx, queue, meta).await? {
@@ -385,6 +398,14 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
         promote_groups(ctx, queue, meta.id, &groups).await?;
     }
     Ok(more_left)
+}
+
+/// Runs [`maintain`] until nothing is left, for reads that must show the whole queue as of
+/// now; after [`catch_up`] that is what fell due since, one step. Terminates: a step changes
+/// every row it touches (reclaimed, expired), so no later step finds them again.
+pub(crate) async fn maintain_fully(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
+    while maintain(ctx, queue, meta).await? {}
+    Ok(())
 }
 
 fn at_limit(rows: usize) -> bool {

@@ -205,6 +205,65 @@ pub async fn stats_counts_each_status(h: &dyn Harness) {
     assert_eq!(s.waiting_receivers, 0);
 }
 
+/// More than any engine sweeps in one step: reading a queue must still show all of it.
+const BACKLOG: usize = 2_500;
+
+/// Enqueues [`BACKLOG`] messages built by `make`, in batches the engine accepts.
+async fn put_backlog(ctx: &Ctx, make: impl Fn(usize) -> courier_core::NewMessage) -> Vec<courier_core::MessageId> {
+    let mut all = Vec::with_capacity(BACKLOG);
+    for chunk in (0..BACKLOG).collect::<Vec<_>>().chunks(500) {
+        let out = ctx.put_raw(chunk.iter().map(|&i| make(i)).collect()).await;
+        all.extend(out.into_iter().map(|e| e.id));
+    }
+    all
+}
+
+/// Leases every message of the queue, then lets all those leases lapse at the same moment.
+async fn lease_all_then_lapse(ctx: &Ctx) {
+    let mut leased = 0;
+    while leased < BACKLOG {
+        let got = ctx.take(1_000).await.len();
+        assert!(got > 0, "every message is ready to lease");
+        leased += got;
+    }
+    ctx.advance_ms(QueuePolicy::default().lease_ms + 1);
+}
+
+/// When a big backlog of leases lapses at once, get, list and stats each show every lapse
+/// taken into account, however many rows the engine's maintenance works off per step.
+pub async fn reads_see_every_lapsed_lease_of_a_big_backlog(h: &dyn Harness) {
+    let ctx = Ctx::new(h).await;
+    let all = put_backlog(&ctx, |i| msg(&format!("m{i}"))).await;
+    let (last, before_last) = (all[BACKLOG - 1], all[BACKLOG - 2]);
+
+    lease_all_then_lapse(&ctx).await;
+    assert_eq!(
+        ctx.info(last).await.status,
+        MessageStatus::Ready,
+        "get sees the last lapse"
+    );
+
+    lease_all_then_lapse(&ctx).await;
+    let tail = ctx
+        .engine
+        .list_messages(&ctx.q, page(Some(before_last), 1))
+        .await
+        .expect("list");
+    assert_eq!(tail.items.iter().map(|m| m.id).collect::<Vec<_>>(), vec![last]);
+    assert_eq!(tail.items[0].status, MessageStatus::Ready, "list sees the last lapse");
+
+    lease_all_then_lapse(&ctx).await;
+    assert_eq!(counts_of(&ctx.stats().await), counts(BACKLOG as u64, 0, 0, 0, 0));
+}
+
+/// When a big backlog expires at once, stats count every expired message dead-lettered.
+pub async fn stats_see_every_expiry_of_a_big_backlog(h: &dyn Harness) {
+    let ctx = Ctx::new(h).await;
+    put_backlog(&ctx, |i| msg(&format!("m{i}")).with_ttl(Duration::from_secs(1))).await;
+    ctx.advance_ms(1_001);
+    assert_eq!(counts_of(&ctx.stats().await), counts(0, 0, 0, 0, BACKLOG as u64));
+}
+
 /// `oldest_ready_age_ms` is `T - min(enqueued_at)` over ready messages only, 0 with none.
 pub async fn oldest_ready_age_counts_ready_only(h: &dyn Harness) {
     let ctx = Ctx::new(h).await;
