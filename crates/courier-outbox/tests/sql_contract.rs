@@ -123,6 +123,41 @@ async fn migrations_are_idempotent_and_refuse_a_newer_schema(backend: Backend) {
     );
 }
 
+/// A relay started under a role that may only use the outbox tables (migrated beforehand by
+/// the owner, with `courier migrate`) runs its start-up migration without DDL, and relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_whose_role_may_not_create_starts_on_a_schema_migrated_beforehand() {
+    let Db::Pg { schema, .. } = Db::open(Backend::Postgres, Arc::new(SystemClock)).await else {
+        unreachable!("a PostgreSQL outbox");
+    };
+    let role = schema.app_role().await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&role.url)
+        .await
+        .expect("connect as the application role");
+    let version = courier_outbox::postgres::migrate(&pool, &schema.name).await;
+    assert_eq!(version.expect("migrate as the application role"), 2);
+    let outbox = courier_outbox::postgres::PgOutbox::new(pool.clone(), &schema.name).expect("schema name");
+    let publisher = TestPublisher::new();
+    let relay =
+        courier_outbox::Relay::postgres(&outbox, publisher.clone(), fast_options("app-role")).expect("relay options");
+    let relay = Running::start(relay);
+    sqlx::raw_sql(&format!(
+        "INSERT INTO {}.outbox (destination, payload) VALUES ('orders', 'hello')",
+        schema.name
+    ))
+    .execute(&pool)
+    .await
+    .expect("an application insert");
+    wait_until("the row is published", Duration::from_secs(10), || async {
+        publisher.published().len() == 1
+    })
+    .await;
+    relay.stop().await;
+    pool.close().await;
+}
+
 /// The queue engine (same default schema name, a migration lock of its own) creates the
 /// schema while the outbox migrates: the outbox's `CREATE SCHEMA` waits for it, and when it
 /// commits the migration goes on in the schema as it is instead of failing on the duplicate.

@@ -749,41 +749,18 @@ async fn a_node_whose_role_may_not_create_serves_a_schema_migrated_beforehand() 
     let schema = TestSchema::new();
     let owner = common::options(&schema, Arc::new(SystemClock));
     courier_postgres::migrate(&owner).await.expect("migrate as the owner");
-    let role = format!("{}_app", schema.name);
-    let mut admin = schema.connect().await;
-    let s = &schema.name;
-    admin
-        .execute(sqlx::raw_sql(&format!(
-            "CREATE ROLE {role} LOGIN PASSWORD 'courier'; GRANT USAGE ON SCHEMA {s} TO {role}; \
-             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {role}; \
-             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {role}"
-        )))
+    let role = schema.app_role().await;
+    let options = PostgresOptions::new(&role.url)
+        .and_then(|o| o.schema(&schema.name))
+        .expect("valid options")
+        .connections_max(4);
+    let engine = PostgresEngine::open(options)
         .await
-        .expect("create the application role");
-    // The test URL with the application role's credentials, everything else kept.
-    let url = common::url();
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let after_user = rest.split_once('@').map_or(rest, |(_, host)| host);
-    let as_app = format!("{scheme}://{role}:courier@{after_user}");
-    // Nothing panics before the role is dropped again: it would outlive the schema.
-    let served = async {
-        let options = PostgresOptions::new(&as_app)
-            .and_then(|o| o.schema(s))
-            .map_err(|e| (ErrorKind::InvalidInput, e.to_string()))?
-            .connections_max(4);
-        let engine = PostgresEngine::open(options)
-            .await
-            .map_err(|e| (e.kind(), e.to_string()))?;
-        let served = one_round_trip(&engine, &queue("least-privilege")).await;
-        let shut = engine.shutdown().await.map_err(|e| (e.kind(), e.to_string()));
-        served.and(shut)
-    }
-    .await;
-    admin
-        .execute(sqlx::raw_sql(&format!("DROP OWNED BY {role}; DROP ROLE {role}")))
+        .expect("a node under the application role opens");
+    one_round_trip(&engine, &queue("least-privilege"))
         .await
-        .expect("drop the application role");
-    served.expect("a node under the application role serves");
+        .expect("a node under the application role serves");
+    engine.shutdown().await.expect("shutdown");
 }
 
 /// Another process (the outbox's migration, say, on the same schema name) creates the schema

@@ -62,29 +62,76 @@ impl TestSchema {
 }
 
 impl Drop for TestSchema {
-    /// Best effort. Drop cannot await and may run inside the test's runtime, so the drop runs on
-    /// a thread of its own with its own small runtime.
     fn drop(&mut self) {
-        let name = self.name.clone();
-        let dropped = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async move {
-                let mut conn = PgConnection::connect(&url()).await.ok()?;
-                conn.execute("SET lock_timeout = '10s'").await.ok()?;
-                conn.execute(format!("DROP SCHEMA IF EXISTS {name} CASCADE").as_str())
-                    .await
-                    .ok()?;
-                conn.close().await.ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
+        if !run_detached(format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name)) {
             eprintln!("could not drop test schema {}", self.name);
         }
     }
+}
+
+/// A login role that may use the tables of a schema migrated beforehand and nothing more (no
+/// `CREATE` on the database or the schema), as an application's role in a careful deploy.
+/// Dropped, with its grants, when this is dropped.
+#[derive(Debug)]
+pub struct AppRole {
+    /// The role's name, the schema's with `_app` appended.
+    pub name: String,
+    /// The test server's URL with this role's credentials, everything else kept.
+    pub url: String,
+}
+
+impl TestSchema {
+    /// Creates an [`AppRole`] for the tables (and sequences) the schema holds now.
+    pub async fn app_role(&self) -> AppRole {
+        const PASSWORD: &str = "courier";
+        let (role, s) = (format!("{}_app", self.name), &self.name);
+        let grants = format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'; GRANT USAGE ON SCHEMA {s} TO {role}; \
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO {role}; \
+             GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO {role}"
+        );
+        let mut admin = self.connect().await;
+        admin
+            .execute(sqlx::raw_sql(&grants))
+            .await
+            .unwrap_or_else(|e| unreachable("cannot create the application role", e));
+        let url = url();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", &url));
+        let after_user = rest.split_once('@').map_or(rest, |(_, host)| host);
+        AppRole {
+            url: format!("{scheme}://{role}:{PASSWORD}@{after_user}"),
+            name: role,
+        }
+    }
+}
+
+impl Drop for AppRole {
+    fn drop(&mut self) {
+        let role = &self.name;
+        if !run_detached(format!("DROP OWNED BY {role}; DROP ROLE {role}")) {
+            eprintln!("could not drop test role {role}");
+        }
+    }
+}
+
+/// Runs `sql` on a connection of its own; best effort, for `Drop`, which cannot await and may
+/// run inside the test's runtime, hence a thread with its own small runtime. Returns whether it
+/// ran.
+fn run_detached(sql: String) -> bool {
+    let ran = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async move {
+            let mut conn = PgConnection::connect(&url()).await.ok()?;
+            conn.execute("SET lock_timeout = '10s'").await.ok()?;
+            conn.execute(sqlx::raw_sql(&sql)).await.ok()?;
+            conn.close().await.ok()
+        })
+    })
+    .join();
+    matches!(ran, Ok(Some(())))
 }
 
 /// Waits until a session with this `application_name` waits for a lock (a row, a table, the

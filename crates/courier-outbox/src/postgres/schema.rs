@@ -69,12 +69,19 @@ async fn apply_next(conn: &mut PgConnection, schema: &str) -> Result<Step, Migra
         .await?;
     // `schema` is validated as `[a-z_][a-z0-9_]*`; quoting also covers reserved words. The
     // migrations name tables unqualified, so the search path points them at the schema.
-    let bootstrap = format!(
-        "SET LOCAL client_min_messages TO warning; \
-         SET LOCAL search_path TO \"{schema}\"; \
-         CREATE TABLE IF NOT EXISTS outbox_migrations (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-    );
-    (&mut *tx).execute(sqlx::raw_sql(&bootstrap)).await?;
+    let scope = format!("SET LOCAL client_min_messages TO warning; SET LOCAL search_path TO \"{schema}\"");
+    (&mut *tx).execute(sqlx::raw_sql(&scope)).await?;
+    // Only a schema without the table gets the DDL: PostgreSQL checks the privilege a `CREATE
+    // … IF NOT EXISTS` needs before it looks whether the table exists, so a relay whose role
+    // may only use the tables (migrated beforehand by the owner) could not start otherwise.
+    let bootstrapped: bool = sqlx::query_scalar("SELECT to_regclass('outbox_migrations') IS NOT NULL")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !bootstrapped {
+        let bootstrap = "CREATE TABLE IF NOT EXISTS outbox_migrations \
+             (version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())";
+        (&mut *tx).execute(sqlx::raw_sql(bootstrap)).await?;
+    }
     let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM outbox_migrations")
         .fetch_one(&mut *tx)
         .await?;
