@@ -15,7 +15,8 @@
 //!
 //! Both run on a connection of the serving pool and are watched as bulk calls are
 //! ([`Core::watched`]): they may take long on a big table, but one on a connection that went
-//! silent is given up instead of holding its connection until TCP does. A node whose pool has
+//! silent is given up instead of holding its connection until TCP does; one still running when
+//! the engine shuts down is cancelled on the server. A node whose pool has
 //! a single connection runs neither (it would hold every call back) and leaves both to
 //! autovacuum.
 
@@ -100,10 +101,11 @@ const MAINTENANCE_POOL_MIN: u32 = 2;
 
 /// Runs `sql` over the simple protocol (VACUUM cannot be a prepared statement's), watched
 /// like a bulk call: given up, and its backend ended, once the database is seen not working
-/// on it.
+/// on it; cancelled when the engine shuts down.
 async fn watched(core: &Core, conn: &mut PgConnection, sql: &'static str) -> Db<()> {
     let backend = core.within(backend_of(&mut *conn)).await?;
-    core.watched(backend, simple(conn, sql)).await
+    core.as_maintenance(backend, core.watched(backend, simple(conn, sql)))
+        .await
 }
 
 /// Rows leased or acked on this node between two vacuums it runs.

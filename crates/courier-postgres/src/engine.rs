@@ -435,6 +435,7 @@ impl QueueEngine for PostgresEngine {
     /// logged, not an error: every other write was durable when it returned.
     async fn shutdown(&self) -> Result<(), StorageError> {
         self.stop_tasks();
+        self.core.cancel_maintenance().await;
         let flush = sqlx::query(FLUSH_SQL).execute(&self.core.pool);
         match tokio::time::timeout(self.operation_timeout, flush).await {
             Ok(Ok(_)) => {}

@@ -46,6 +46,15 @@ pub(crate) struct Core {
     /// See [`crate::PostgresOptions::durable_acks`].
     pub(crate) durable_acks: bool,
     ids: Mutex<MessageIdGenerator>,
+    maintenance: Mutex<Maintenance>,
+}
+
+/// The backends running this node's background maintenance (vacuum, `ANALYZE`), so shutdown
+/// can cancel them, and whether it has.
+#[derive(Debug, Default)]
+struct Maintenance {
+    cancelled: bool,
+    running: Vec<Backend>,
 }
 
 impl Core {
@@ -71,6 +80,7 @@ impl Core {
             durable_acks: opts.durable_acks,
             cache: QueueCache::default(),
             ids: Mutex::new(MessageIdGenerator::new()),
+            maintenance: Mutex::default(),
         }
     }
 
@@ -157,6 +167,47 @@ impl Core {
         }
     }
 
+    /// Runs `work`, background maintenance on `backend`, where
+    /// [`cancel_maintenance`](Self::cancel_maintenance) can reach it. Once that has run, no
+    /// maintenance starts, and one it cancelled fails with `PoolClosed`, as one that could not
+    /// get a connection from the closed pool does: the engine shut down, nothing went wrong.
+    /// Work on a backend this role cannot see (`None`, see [`backend_of`]) cannot be cancelled.
+    pub(crate) async fn as_maintenance<T>(&self, backend: Option<Backend>, work: impl Future<Output = Db<T>>) -> Db<T> {
+        if let Some(backend) = backend {
+            let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
+            if maintenance.cancelled {
+                return Err(sqlx::Error::PoolClosed);
+            }
+            maintenance.running.push(backend);
+        }
+        let _registered = backend.map(|backend| Registered { core: self, backend });
+        let outcome = work.await;
+        if outcome.is_err()
+            && self
+                .maintenance
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .cancelled
+        {
+            return Err(sqlx::Error::PoolClosed);
+        }
+        outcome
+    }
+
+    /// Cancels the maintenance running on the server and lets none start afterwards: at
+    /// shutdown, so no vacuum or `ANALYZE` goes on working, or waiting for a lock, for a node
+    /// that is gone (the server would only notice the closed connection when it next answers).
+    pub(crate) async fn cancel_maintenance(&self) {
+        let running = {
+            let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
+            maintenance.cancelled = true;
+            std::mem::take(&mut maintenance.running)
+        };
+        for backend in running {
+            backend.signal(self, "pg_cancel_backend").await;
+        }
+    }
+
     /// `n` fresh ids stamped `now`, increasing in the order returned.
     pub(crate) fn mint_ids(&self, now: Timestamp, n: usize) -> Vec<MessageId> {
         let mut ids = self.ids.lock().unwrap_or_else(PoisonError::into_inner);
@@ -167,7 +218,7 @@ impl Core {
 /// A PostgreSQL backend (server process) as `pg_stat_activity` shows it. The start time is
 /// part of the name: after a restart, or on another server after a failover, the same process
 /// id may belong to another session.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Backend {
     pid: i32,
     started_us: i64,
@@ -200,17 +251,36 @@ impl Backend {
     /// now rather than when the server notices the closed connection. A role may end its own
     /// sessions.
     async fn terminate(self, core: &Core) {
-        let sql = format!("SELECT pg_terminate_backend(pid) {BACKEND_ROW}");
-        let ended = core.within(async {
+        self.signal(core, "pg_terminate_backend").await;
+    }
+
+    /// Calls `function` (`pg_cancel_backend` or `pg_terminate_backend`) on this backend
+    /// through the watcher, best effort.
+    async fn signal(self, core: &Core, function: &str) {
+        let sql = format!("SELECT {function}(pid) {BACKEND_ROW}");
+        let signalled = core.within(async {
             sqlx::query(&sql)
                 .bind(self.pid)
                 .bind(self.started_us)
                 .execute(&core.watcher)
                 .await
         });
-        if let Err(e) = ended.await {
-            tracing::debug!(error = %e, pid = self.pid, "could not end the backend of an abandoned bulk operation");
+        if let Err(e) = signalled.await {
+            tracing::debug!(error = %e, pid = self.pid, function, "could not signal the backend of a bulk operation");
         }
+    }
+}
+
+/// Takes a backend off [`Core`]'s running maintenance when its work ends or is dropped.
+struct Registered<'a> {
+    core: &'a Core,
+    backend: Backend,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut maintenance = self.core.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
+        maintenance.running.retain(|running| *running != self.backend);
     }
 }
 

@@ -763,6 +763,57 @@ async fn a_node_whose_role_may_not_create_serves_a_schema_migrated_beforehand() 
     engine.shutdown().await.expect("shutdown");
 }
 
+/// Maintenance the node runs in the background when it shuts down (here the `ANALYZE` after
+/// its first 1,000 inserts, waiting for a lock) is cancelled on the server: it neither goes
+/// on working, or waiting, for a node that is gone, nor holds the shutdown up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cancels_the_maintenance_it_leaves_running() {
+    let schema = TestSchema::new();
+    let app = format!("courier_test_{}", schema.name);
+    let options = PostgresOptions::new(&common::url_with(&format!("application_name={app}")))
+        .and_then(|o| o.schema(&schema.name))
+        .expect("valid options")
+        .operation_timeout(Duration::from_secs(10));
+    let node = PostgresEngine::open(options).await.expect("open");
+    // Enqueues go on beside this lock; ANALYZE waits for it.
+    let mut blocker = schema.connect().await;
+    blocker.execute("BEGIN").await.expect("begin");
+    blocker
+        .execute("LOCK TABLE messages IN SHARE UPDATE EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let batch = (0..1_000).map(|i| NewMessage::new(format!("m{i}"))).collect();
+    node.enqueue(&queue("grown"), batch).await.expect("enqueue");
+    until_waiting_for_a_lock(&app, "the node's ANALYZE").await;
+
+    let started = Instant::now();
+    node.shutdown().await.expect("shutdown");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the shutdown waited {:?} for its maintenance",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left: Vec<String> = sqlx::query_scalar(
+            "SELECT coalesce(wait_event_type, '-') || ': ' || query FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(&app)
+        .fetch_all(&mut blocker)
+        .await
+        .expect("read pg_stat_activity");
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sessions of the node still there after its shutdown: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    blocker.execute("COMMIT").await.expect("unlock");
+}
+
 /// Another process (the outbox's migration, say, on the same schema name) creates the schema
 /// while a node opens: the node's `CREATE SCHEMA` waits for that transaction, and when it
 /// commits the node takes the schema as it is and opens, instead of failing on the duplicate.
