@@ -5,7 +5,7 @@ use sqlx::Row;
 
 use crate::error::Db;
 use crate::groups::{lock_groups, lock_queue_exclusive, lock_queue_shared};
-use crate::receive::maintain_fully;
+use crate::receive::{maintain, maintain_fully};
 use crate::row::{read_message, to_u64, MESSAGE_COLUMNS};
 use crate::schema::status;
 use crate::tx::Ctx;
@@ -20,14 +20,47 @@ macro_rules! with_queue {
     };
 }
 
+/// How far a read sweeps the queue (lapsed leases, expired messages) before it looks.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Sweep {
+    /// One step of [`maintain`]. Should it leave rows due, the read ends with nothing
+    /// (`Ok(Ok(None))`), committing the step; its caller works the backlog off in steps of
+    /// their own ([`catch_up`](crate::receive::catch_up)) and reads again.
+    Step,
+    /// Step after step, until nothing is due as of the transaction's start.
+    Fully,
+}
+
+/// Sweeps as `sweep` says; false when rows due were left for the caller.
+async fn swept(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &crate::queues::QueueMeta, sweep: Sweep) -> Db<bool> {
+    match sweep {
+        Sweep::Step => Ok(!maintain(ctx, queue, meta).await?),
+        Sweep::Fully => {
+            maintain_fully(ctx, queue, meta).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Binds `$meta` like `with_queue!`, then sweeps as `$sweep` says, ending the read with
+/// nothing when rows due were left.
+macro_rules! with_swept_queue {
+    ($ctx:ident, $queue:expr, $meta:ident, $sweep:expr) => {
+        with_queue!($ctx, $queue, $meta);
+        if !swept($ctx, $queue, &$meta, $sweep).await? {
+            return Ok(Ok(None));
+        }
+    };
+}
+
 /// One message of the queue, live or dead.
 pub(crate) async fn get_message(
     ctx: &mut Ctx<'_>,
     queue: &QueueRef,
     id: MessageId,
-) -> Db<Result<MessageInfo, QueueError>> {
-    with_queue!(ctx, queue, meta);
-    maintain_fully(ctx, queue, &meta).await?;
+    sweep: Sweep,
+) -> Db<Result<Option<MessageInfo>, QueueError>> {
+    with_swept_queue!(ctx, queue, meta, sweep);
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = $1 AND m.id = $2");
     let row = sqlx::query(&sql)
         .bind(meta.id)
@@ -35,7 +68,7 @@ pub(crate) async fn get_message(
         .fetch_optional(ctx.conn())
         .await?;
     let found = row.map(|r| read_message(&r, 0, ctx.now)).transpose()?;
-    Ok(found.map(|m| m.info).ok_or(QueueError::MessageNotFound(id)))
+    Ok(found.map(|m| Some(m.info)).ok_or(QueueError::MessageNotFound(id)))
 }
 
 /// Which side of the dead-letter line a listing shows.
@@ -60,9 +93,9 @@ pub(crate) async fn list(
     queue: &QueueRef,
     side: Side,
     opts: ListOptions,
-) -> Db<Result<Page<MessageInfo>, QueueError>> {
-    with_queue!(ctx, queue, meta);
-    maintain_fully(ctx, queue, &meta).await?;
+    sweep: Sweep,
+) -> Db<Result<Option<Page<MessageInfo>>, QueueError>> {
+    with_swept_queue!(ctx, queue, meta, sweep);
     let sql = format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = $1 AND {} AND m.id > $2 ORDER BY m.id LIMIT $3",
         side.filter()
@@ -82,7 +115,7 @@ pub(crate) async fn list(
     let more = items.len() > opts.limit;
     items.truncate(opts.limit);
     let next_after = if more { items.last().map(|m| m.id) } else { None };
-    Ok(Ok(Page { items, next_after }))
+    Ok(Ok(Some(Page { items, next_after })))
 }
 
 /// Deletes live or dead messages of the queue; returns how many.
@@ -104,9 +137,12 @@ pub(crate) async fn purge(ctx: &mut Ctx<'_>, queue: &QueueRef, side: Side) -> Db
 }
 
 /// Counts by status; `waiting_receivers` is filled in by the engine.
-pub(crate) async fn stats(ctx: &mut Ctx<'_>, queue: &QueueRef) -> Db<Result<QueueStats, QueueError>> {
-    with_queue!(ctx, queue, meta);
-    maintain_fully(ctx, queue, &meta).await?;
+pub(crate) async fn stats(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    sweep: Sweep,
+) -> Db<Result<Option<QueueStats>, QueueError>> {
+    with_swept_queue!(ctx, queue, meta, sweep);
     let now = ctx.now.as_millis();
     let rows = sqlx::query(
         "SELECT status, visible_at <= $2, COUNT(*), MIN(enqueued_at) FROM messages WHERE queue_id = $1 GROUP BY 1, 2",
@@ -131,7 +167,7 @@ pub(crate) async fn stats(ctx: &mut Ctx<'_>, queue: &QueueRef) -> Db<Result<Queu
             _ => stats.dead_lettered += count,
         }
     }
-    Ok(Ok(stats))
+    Ok(Ok(Some(stats)))
 }
 
 /// Moves dead-lettered messages back to the queue; returns how many moved.

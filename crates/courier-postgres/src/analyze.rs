@@ -104,7 +104,7 @@ const MAINTENANCE_POOL_MIN: u32 = 2;
 /// on it; cancelled when the engine shuts down.
 async fn watched(core: &Core, conn: &mut PgConnection, sql: &'static str) -> Db<()> {
     let backend = core.within(backend_of(&mut *conn)).await?;
-    core.as_maintenance(backend, core.watched(backend, simple(conn, sql)))
+    core.as_maintenance(backend, sql, core.watched(backend, simple(conn, sql)))
         .await
 }
 

@@ -19,7 +19,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Executor, PgPool};
 use tokio::task::JoinHandle;
 
-use crate::admin::Side;
+use crate::admin::{Side, Sweep};
 use crate::error::storage;
 use crate::hot::HotPath;
 use crate::options::PostgresOptions;
@@ -121,14 +121,34 @@ impl PostgresEngine {
     /// One page of the queue's live messages or dead letters, in enqueue order.
     async fn list(&self, queue: &QueueRef, side: Side, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
         opts.validate()?;
-        crate::receive::catch_up(&self.core, queue).await?;
-        self.bounded(async {
-            let core = &self.core;
-            transaction!(core, finish, |ctx| crate::admin::list(&mut ctx, queue, side, opts))
+        let core = &self.core;
+        self.read_swept(queue, |sweep| {
+            self.bounded(async move {
+                transaction!(core, finish, |ctx| crate::admin::list(
+                    &mut ctx, queue, side, opts, sweep
+                ))
                 .await
                 .unwrap_or_else(|e| Err(e.into()))
+            })
         })
         .await
+    }
+
+    /// Runs `read` (a transaction that sweeps the queue before it looks) with a one-step
+    /// sweep; should that leave rows due, works them off in steps of their own and reads
+    /// again, sweeping fully. The common case stays one transaction, none grows with a
+    /// backlog, and the read shows every lapse and expiry due when it was called.
+    async fn read_swept<T, Fut>(&self, queue: &QueueRef, read: impl Fn(Sweep) -> Fut) -> Result<T, QueueError>
+    where
+        Fut: Future<Output = Result<Option<T>, QueueError>>,
+    {
+        if let Some(value) = read(Sweep::Step).await? {
+            return Ok(value);
+        }
+        crate::receive::catch_up(&self.core, queue).await?;
+        read(Sweep::Fully)
+            .await?
+            .ok_or_else(|| StorageError::Internal("a read that swept fully found rows left to sweep".to_owned()).into())
     }
 
     fn stop_tasks(&self) {
@@ -334,12 +354,15 @@ impl QueueEngine for PostgresEngine {
     }
 
     async fn get_message(&self, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
-        crate::receive::catch_up(&self.core, queue).await?;
-        self.bounded(async {
-            let core = &self.core;
-            transaction!(core, finish, |ctx| crate::admin::get_message(&mut ctx, queue, id))
+        let core = &self.core;
+        self.read_swept(queue, |sweep| {
+            self.bounded(async move {
+                transaction!(core, finish, |ctx| crate::admin::get_message(
+                    &mut ctx, queue, id, sweep
+                ))
                 .await
                 .unwrap_or_else(|e| Err(e.into()))
+            })
         })
         .await
     }
@@ -403,10 +426,13 @@ impl QueueEngine for PostgresEngine {
         // Watched rather than bounded: counting reads every row of the queue, which takes long
         // on a deep one.
         let core = &self.core;
-        crate::receive::catch_up(core, queue).await?;
-        let mut stats = transaction!(watched: core, finish, |ctx| crate::admin::stats(&mut ctx, queue))
-            .await
-            .unwrap_or_else(|e| Err(e.into()))?;
+        let mut stats = self
+            .read_swept(queue, |sweep| async move {
+                transaction!(watched: core, finish, |ctx| crate::admin::stats(&mut ctx, queue, sweep))
+                    .await
+                    .unwrap_or_else(|e| Err(e.into()))
+            })
+            .await?;
         stats.waiting_receivers = self.core.hub.waiting(queue);
         Ok(stats)
     }

@@ -20,8 +20,9 @@ use crate::schema::status;
 use crate::tx::{transaction, Core, Ctx};
 
 /// Most rows one maintenance step handles. A bigger backlog (say a million leases lapsing in
-/// the same second) is worked off by the next calls instead of in one huge transaction that
-/// would hold a lock per touched ordering group.
+/// the same second) is worked off step by step (by the next receives, or by a read's
+/// [`catch_up`]) instead of in one huge transaction that would hold a lock per touched
+/// ordering group.
 pub(crate) const MAINTENANCE_ROWS_MAX: i64 = 1_000;
 
 /// The statement that leases up to `max` ready messages: `$1` queue id, `$2` now, `$3` max,
@@ -260,17 +261,26 @@ pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
     }
 }
 
-/// Works off the queue's whole maintenance backlog in steps of [`MAINTENANCE_ROWS_MAX`] rows,
-/// each in a transaction of its own, so a read that follows shows the queue as of now however
-/// many leases lapsed or messages expired at once, no one transaction grows with the backlog,
-/// and a call cut off keeps the steps it committed. Watched, not bounded, as bulk work is: a
-/// step may wait for a lock. An unknown queue has nothing to do.
+/// Works off the queue's maintenance backlog as of now in steps of [`MAINTENANCE_ROWS_MAX`]
+/// rows, each in a transaction of its own (and bounded like one), for a read whose own step
+/// left rows due: no transaction grows with the backlog, and a call cut off keeps the steps
+/// it committed. Rows another transaction is sweeping at the moment are skipped, not waited
+/// for.
 pub(crate) async fn catch_up(core: &Core, queue: &QueueRef) -> Result<(), StorageError> {
-    let Some(meta) = crate::queues::find_cached(core, queue).await.map_err(storage)? else {
-        return Ok(());
-    };
-    while transaction!(watched: core, finish_ok, |ctx| maintain(&mut ctx, queue, &meta)).await? {}
+    let as_of = core.clock.now();
+    while transaction!(core, finish_ok, |ctx| step_as_of(&mut ctx, queue, as_of)).await? {}
     Ok(())
+}
+
+/// One maintenance step as of `as_of` rather than the transaction's start, so a backlog that
+/// grows as fast as steps work it off cannot keep [`catch_up`] going; on the queue's current
+/// row, read afresh (its policy says what an expiry does). False for a queue deleted meanwhile.
+async fn step_as_of(ctx: &mut Ctx<'_>, queue: &QueueRef, as_of: Timestamp) -> Db<bool> {
+    ctx.now = as_of;
+    match crate::queues::find(ctx, queue).await? {
+        Some(meta) => maintain(ctx, queue, &meta).await,
+        None => Ok(false),
+    }
 }
 
 /// Sweeps the queue and tells when it next needs it: now, if rows were left for the next call.
@@ -400,9 +410,9 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
     Ok(more_left)
 }
 
-/// Runs [`maintain`] until nothing is left, for reads that must show the whole queue as of
-/// now; after [`catch_up`] that is what fell due since, one step. Terminates: a step changes
-/// every row it touches (reclaimed, expired), so no later step finds them again.
+/// Runs [`maintain`] until nothing is left as of the transaction's start, for a read after
+/// [`catch_up`]: what fell due since, usually one step. Terminates: a step changes every row
+/// it touches (reclaimed, expired), so no later step finds them again.
 pub(crate) async fn maintain_fully(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
     while maintain(ctx, queue, meta).await? {}
     Ok(())

@@ -54,7 +54,8 @@ pub(crate) struct Core {
 #[derive(Debug, Default)]
 struct Maintenance {
     cancelled: bool,
-    running: Vec<Backend>,
+    /// Each with the statement it runs.
+    running: Vec<(Backend, &'static str)>,
 }
 
 impl Core {
@@ -167,44 +168,66 @@ impl Core {
         }
     }
 
-    /// Runs `work`, background maintenance on `backend`, where
+    /// Runs `work`, background maintenance sending `sql` on `backend`, where
     /// [`cancel_maintenance`](Self::cancel_maintenance) can reach it. Once that has run, no
     /// maintenance starts, and one it cancelled fails with `PoolClosed`, as one that could not
     /// get a connection from the closed pool does: the engine shut down, nothing went wrong.
     /// Work on a backend this role cannot see (`None`, see [`backend_of`]) cannot be cancelled.
-    pub(crate) async fn as_maintenance<T>(&self, backend: Option<Backend>, work: impl Future<Output = Db<T>>) -> Db<T> {
-        if let Some(backend) = backend {
+    pub(crate) async fn as_maintenance<T>(
+        &self,
+        backend: Option<Backend>,
+        sql: &'static str,
+        work: impl Future<Output = Db<T>>,
+    ) -> Db<T> {
+        {
             let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
             if maintenance.cancelled {
                 return Err(sqlx::Error::PoolClosed);
             }
-            maintenance.running.push(backend);
+            maintenance.running.extend(backend.map(|backend| (backend, sql)));
         }
         let _registered = backend.map(|backend| Registered { core: self, backend });
         let outcome = work.await;
-        if outcome.is_err()
-            && self
-                .maintenance
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .cancelled
-        {
-            return Err(sqlx::Error::PoolClosed);
+        let cancelled = self
+            .maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cancelled;
+        match outcome {
+            Err(_) if cancelled => Err(sqlx::Error::PoolClosed),
+            outcome => outcome,
         }
-        outcome
     }
 
     /// Cancels the maintenance running on the server and lets none start afterwards: at
     /// shutdown, so no vacuum or `ANALYZE` goes on working, or waiting for a lock, for a node
     /// that is gone (the server would only notice the closed connection when it next answers).
+    ///
+    /// One statement for all, bounded, best effort. It cancels a backend only while it runs
+    /// its maintenance statement: one that finished meanwhile may already serve another call
+    /// on the same connection, which a cancel must not hit. (A statement about to start when
+    /// the cancel comes runs on; the pool closes its connection when it is done.)
     pub(crate) async fn cancel_maintenance(&self) {
         let running = {
             let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
             maintenance.cancelled = true;
             std::mem::take(&mut maintenance.running)
         };
-        for backend in running {
-            backend.signal(self, "pg_cancel_backend").await;
+        if running.is_empty() {
+            return;
+        }
+        let (pids, starts, statements): (Vec<i32>, Vec<i64>, Vec<&str>) =
+            running.iter().map(|(b, sql)| (b.pid, b.started_us, *sql)).collect();
+        let cancelled = self.within(async {
+            sqlx::query(CANCEL_MAINTENANCE_SQL)
+                .bind(&pids)
+                .bind(&starts)
+                .bind(&statements)
+                .execute(&self.watcher)
+                .await
+        });
+        if let Err(error) = cancelled.await {
+            tracing::debug!(%error, "could not cancel the maintenance running at shutdown");
         }
     }
 
@@ -251,25 +274,27 @@ impl Backend {
     /// now rather than when the server notices the closed connection. A role may end its own
     /// sessions.
     async fn terminate(self, core: &Core) {
-        self.signal(core, "pg_terminate_backend").await;
-    }
-
-    /// Calls `function` (`pg_cancel_backend` or `pg_terminate_backend`) on this backend
-    /// through the watcher, best effort.
-    async fn signal(self, core: &Core, function: &str) {
-        let sql = format!("SELECT {function}(pid) {BACKEND_ROW}");
-        let signalled = core.within(async {
+        let sql = format!("SELECT pg_terminate_backend(pid) {BACKEND_ROW}");
+        let ended = core.within(async {
             sqlx::query(&sql)
                 .bind(self.pid)
                 .bind(self.started_us)
                 .execute(&core.watcher)
                 .await
         });
-        if let Err(e) = signalled.await {
-            tracing::debug!(error = %e, pid = self.pid, function, "could not signal the backend of a bulk operation");
+        if let Err(e) = ended.await {
+            tracing::debug!(error = %e, pid = self.pid, "could not end the backend of an abandoned bulk operation");
         }
     }
 }
+
+/// Cancels the backends `$1` started at `$2` (as in [`BACKEND_ROW`]) that are running the
+/// statement `$3` at this moment.
+const CANCEL_MAINTENANCE_SQL: &str = "SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a \
+     JOIN unnest($1::int[], $2::bigint[], $3::text[]) AS m(pid, started_us, query) \
+       ON a.pid = m.pid AND (extract(epoch FROM a.backend_start) * 1000000)::bigint = m.started_us \
+         AND a.query = m.query \
+     WHERE a.state = 'active'";
 
 /// Takes a backend off [`Core`]'s running maintenance when its work ends or is dropped.
 struct Registered<'a> {
@@ -280,7 +305,7 @@ struct Registered<'a> {
 impl Drop for Registered<'_> {
     fn drop(&mut self) {
         let mut maintenance = self.core.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
-        maintenance.running.retain(|running| *running != self.backend);
+        maintenance.running.retain(|(running, _)| *running != self.backend);
     }
 }
 

@@ -69,7 +69,7 @@ macro_rules! conformance_tests {
             admin::delete_queue,
             admin::stats_counts_each_status,
             admin::reads_see_every_lapsed_lease_of_a_big_backlog,
-            admin::stats_see_every_expiry_of_a_big_backlog,
+            admin::reads_see_every_expiry_of_a_big_backlog,
             admin::oldest_ready_age_counts_ready_only,
             admin::set_policy_applies_to_later_enqueues_and_leases,
             admin::list_queues_by_namespace_in_name_order,

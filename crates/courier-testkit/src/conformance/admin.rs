@@ -256,12 +256,35 @@ pub async fn reads_see_every_lapsed_lease_of_a_big_backlog(h: &dyn Harness) {
     assert_eq!(counts_of(&ctx.stats().await), counts(BACKLOG as u64, 0, 0, 0, 0));
 }
 
-/// When a big backlog expires at once, stats count every expired message dead-lettered.
-pub async fn stats_see_every_expiry_of_a_big_backlog(h: &dyn Harness) {
+/// When a big backlog expires at once, the dead-letter listing and stats show every expiry,
+/// also of an ordering group whose next message each expiry makes active, and a queue that
+/// drops expired messages drops them all.
+pub async fn reads_see_every_expiry_of_a_big_backlog(h: &dyn Harness) {
+    let ttl = Duration::from_secs(1);
     let ctx = Ctx::new(h).await;
-    put_backlog(&ctx, |i| msg(&format!("m{i}")).with_ttl(Duration::from_secs(1))).await;
+    put_backlog(&ctx, |i| {
+        let m = msg(&format!("m{i}")).with_ttl(ttl);
+        if i % 2 == 0 {
+            m.with_ordering_group("g")
+        } else {
+            m
+        }
+    })
+    .await;
     ctx.advance_ms(1_001);
+    let dead = ctx.engine.dlq_list(&ctx.q, page(None, 1_000)).await.expect("dlq list");
+    assert_eq!(dead.items.len(), 1_000);
+    assert!(dead.next_after.is_some(), "more dead letters than one page");
     assert_eq!(counts_of(&ctx.stats().await), counts(0, 0, 0, 0, BACKLOG as u64));
+
+    let dropping = QueuePolicy {
+        on_expire: courier_core::ExpiryAction::Drop,
+        ..QueuePolicy::default()
+    };
+    let ctx = Ctx::with_policy(h, dropping).await;
+    put_backlog(&ctx, |i| msg(&format!("m{i}")).with_ttl(ttl)).await;
+    ctx.advance_ms(1_001);
+    assert_eq!(counts_of(&ctx.stats().await), counts(0, 0, 0, 0, 0));
 }
 
 /// `oldest_ready_age_ms` is `T - min(enqueued_at)` over ready messages only, 0 with none.
