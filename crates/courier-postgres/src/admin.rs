@@ -23,15 +23,16 @@ macro_rules! with_queue {
 /// How far a read sweeps the queue (lapsed leases, expired messages) before it looks.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Sweep {
-    /// One step of [`maintain`]. Should it leave rows due, the read ends with nothing
-    /// (`Ok(Ok(None))`), committing the step; its caller works the backlog off in steps of
-    /// their own ([`catch_up`](crate::receive::catch_up)) and reads again.
+    /// One step of [`maintain`]. Should it hit its row limit (rows may be left due), the
+    /// read ends with nothing (`Ok(Ok(None))`), committing the step; its caller works the
+    /// backlog off in steps of their own ([`catch_up`](crate::receive::catch_up)) and reads
+    /// again.
     Step,
     /// Step after step, until nothing is due as of the transaction's start.
     Fully,
 }
 
-/// Sweeps as `sweep` says; false when rows due were left for the caller.
+/// Sweeps as `sweep` says; false when a step hit its row limit, leaving the rest to the caller.
 async fn swept(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &crate::queues::QueueMeta, sweep: Sweep) -> Db<bool> {
     match sweep {
         Sweep::Step => Ok(!maintain(ctx, queue, meta).await?),

@@ -23,7 +23,11 @@ use crate::admin::{Side, Sweep};
 use crate::error::storage;
 use crate::hot::HotPath;
 use crate::options::PostgresOptions;
+use crate::receive::StepLimit;
 use crate::tx::{transaction, Core};
+
+/// Rounds of a one-step read and a catch-up before a read sweeps fully in its own transaction.
+const CATCH_UP_ROUNDS_MAX: usize = 3;
 
 /// The queue engine on PostgreSQL. Cheap to share behind an `Arc`; every operation is one
 /// transaction on a pooled connection, and several engines (nodes) may share one schema.
@@ -122,7 +126,7 @@ impl PostgresEngine {
     async fn list(&self, queue: &QueueRef, side: Side, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {
         opts.validate()?;
         let core = &self.core;
-        self.read_swept(queue, |sweep| {
+        self.read_swept(queue, StepLimit::Bounded, |sweep| {
             self.bounded(async move {
                 transaction!(core, finish, |ctx| crate::admin::list(
                     &mut ctx, queue, side, opts, sweep
@@ -135,17 +139,26 @@ impl PostgresEngine {
     }
 
     /// Runs `read` (a transaction that sweeps the queue before it looks) with a one-step
-    /// sweep; should that leave rows due, works them off in steps of their own and reads
-    /// again, sweeping fully. The common case stays one transaction, none grows with a
-    /// backlog, and the read shows every lapse and expiry due when it was called.
-    async fn read_swept<T, Fut>(&self, queue: &QueueRef, read: impl Fn(Sweep) -> Fut) -> Result<T, QueueError>
+    /// sweep; should that step hit its row limit, works the backlog off in steps of their own
+    /// (each limited as `limit` says) and reads again, up to [`CATCH_UP_ROUNDS_MAX`] times,
+    /// each round left only what fell due during the one before; then reads sweeping fully.
+    /// The common case stays one transaction, and the read shows every lapse and expiry due
+    /// when it was called.
+    async fn read_swept<T, Fut>(
+        &self,
+        queue: &QueueRef,
+        limit: StepLimit,
+        read: impl Fn(Sweep) -> Fut,
+    ) -> Result<T, QueueError>
     where
         Fut: Future<Output = Result<Option<T>, QueueError>>,
     {
-        if let Some(value) = read(Sweep::Step).await? {
-            return Ok(value);
+        for _ in 0..CATCH_UP_ROUNDS_MAX {
+            if let Some(value) = read(Sweep::Step).await? {
+                return Ok(value);
+            }
+            crate::receive::catch_up(&self.core, queue, limit).await?;
         }
-        crate::receive::catch_up(&self.core, queue).await?;
         read(Sweep::Fully)
             .await?
             .ok_or_else(|| StorageError::Internal("a read that swept fully found rows left to sweep".to_owned()).into())
@@ -355,7 +368,7 @@ impl QueueEngine for PostgresEngine {
 
     async fn get_message(&self, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
         let core = &self.core;
-        self.read_swept(queue, |sweep| {
+        self.read_swept(queue, StepLimit::Bounded, |sweep| {
             self.bounded(async move {
                 transaction!(core, finish, |ctx| crate::admin::get_message(
                     &mut ctx, queue, id, sweep
@@ -427,7 +440,7 @@ impl QueueEngine for PostgresEngine {
         // on a deep one.
         let core = &self.core;
         let mut stats = self
-            .read_swept(queue, |sweep| async move {
+            .read_swept(queue, StepLimit::Watched, |sweep| async move {
                 transaction!(watched: core, finish, |ctx| crate::admin::stats(&mut ctx, queue, sweep))
                     .await
                     .unwrap_or_else(|e| Err(e.into()))

@@ -261,15 +261,34 @@ pub(crate) async fn release(core: &Core, queue: &QueueRef, share: Dealt) {
     }
 }
 
+/// How long one step of [`catch_up`] may take.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StepLimit {
+    /// The operation timeout, as for any call.
+    Bounded,
+    /// As long as the database is seen working on it, as for the bulk calls (stats): a
+    /// step may wait for a group's lock that a redrive holds.
+    Watched,
+}
+
 /// Works off the queue's maintenance backlog as of now in steps of [`MAINTENANCE_ROWS_MAX`]
-/// rows, each in a transaction of its own (and bounded like one), for a read whose own step
-/// left rows due: no transaction grows with the backlog, and a call cut off keeps the steps
-/// it committed. Rows another transaction is sweeping at the moment are skipped, not waited
-/// for.
-pub(crate) async fn catch_up(core: &Core, queue: &QueueRef) -> Result<(), StorageError> {
+/// rows, each in a transaction of its own, for a read whose own step hit that limit: no
+/// transaction grows with the backlog, and a call cut off keeps the steps it committed. Rows
+/// another transaction holds locked at the moment (sweeping or settling them) are skipped,
+/// not waited for.
+pub(crate) async fn catch_up(core: &Core, queue: &QueueRef, limit: StepLimit) -> Result<(), StorageError> {
     let as_of = core.clock.now();
-    while transaction!(core, finish_ok, |ctx| step_as_of(&mut ctx, queue, as_of)).await? {}
-    Ok(())
+    loop {
+        let more = match limit {
+            StepLimit::Bounded => transaction!(core, finish_ok, |ctx| step_as_of(&mut ctx, queue, as_of)).await?,
+            StepLimit::Watched => {
+                transaction!(watched: core, finish_ok, |ctx| step_as_of(&mut ctx, queue, as_of)).await?
+            }
+        };
+        if !more {
+            return Ok(());
+        }
+    }
 }
 
 /// One maintenance step as of `as_of` rather than the transaction's start, so a backlog that
@@ -411,7 +430,7 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
 }
 
 /// Runs [`maintain`] until nothing is left as of the transaction's start, for a read after
-/// [`catch_up`]: what fell due since, usually one step. Terminates: a step changes every row
+/// rounds of [`catch_up`]: what fell due during the last round. Terminates: a step changes every row
 /// it touches (reclaimed, expired), so no later step finds them again.
 pub(crate) async fn maintain_fully(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
     while maintain(ctx, queue, meta).await? {}

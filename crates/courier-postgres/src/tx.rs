@@ -205,8 +205,10 @@ impl Core {
     ///
     /// One statement for all, bounded, best effort. It cancels a backend only while it runs
     /// its maintenance statement: one that finished meanwhile may already serve another call
-    /// on the same connection, which a cancel must not hit. (A statement about to start when
-    /// the cancel comes runs on; the pool closes its connection when it is done.)
+    /// on the same connection, which a cancel must not hit. Missed: a statement about to
+    /// start when the cancel comes (it runs on, and the pool closes its connection when it is
+    /// done), and every one on a server with `track_activities` off, which shows no
+    /// statements.
     pub(crate) async fn cancel_maintenance(&self) {
         let running = {
             let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);

@@ -298,8 +298,8 @@ impl Model {
         Ok(q.page(opts, now, Stored::is_live))
     }
 
-    /// Dead-lettered messages in id order after the cursor. Does no maintenance: the spec
-    /// lists which operations do, and this is not one of them.
+    /// Dead-lettered messages in id order after the cursor, after maintenance (as both
+    /// engines do: a message dead-lettered by a lapse or an expiry due now is listed).
     pub fn dlq_list(
         &mut self,
         queue: &QueueRef,
@@ -307,7 +307,7 @@ impl Model {
         now: Timestamp,
     ) -> Result<Page<MessageInfo>, QueueError> {
         opts.validate()?;
-        let q = self.queue(queue)?;
+        let q = self.maintained(queue, now)?;
         Ok(q.page(opts, now, |m| !m.is_live()))
     }
 
