@@ -140,8 +140,8 @@ impl PostgresEngine {
 
     /// Runs `read` (a transaction that sweeps the queue before it looks) with a one-step
     /// sweep; should that step hit its row limit, works the backlog off in steps of their own
-    /// (each limited as `limit` says) and reads again, up to [`CATCH_UP_ROUNDS_MAX`] times,
-    /// each round left only what fell due during the one before; then reads sweeping fully.
+    /// (each limited as `limit` says) and reads again, up to [`CATCH_UP_ROUNDS_MAX`] times
+    /// (each round finds only what fell due during the one before); then reads sweeping fully.
     /// The common case stays one transaction, and the read shows every lapse and expiry due
     /// when it was called.
     async fn read_swept<T, Fut>(

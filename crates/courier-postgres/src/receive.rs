@@ -430,8 +430,8 @@ pub(crate) async fn maintain(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMe
 }
 
 /// Runs [`maintain`] until nothing is left as of the transaction's start, for a read after
-/// rounds of [`catch_up`]: what fell due during the last round. Terminates: a step changes every row
-/// it touches (reclaimed, expired), so no later step finds them again.
+/// rounds of [`catch_up`]: what fell due during the last round. Terminates: a step changes
+/// every row it touches (reclaimed, expired), so no later step finds them again.
 pub(crate) async fn maintain_fully(ctx: &mut Ctx<'_>, queue: &QueueRef, meta: &QueueMeta) -> Db<()> {
     while maintain(ctx, queue, meta).await? {}
     Ok(())
