@@ -776,12 +776,7 @@ async fn shutdown_cancels_the_maintenance_it_leaves_running() {
         .operation_timeout(Duration::from_secs(10));
     let node = PostgresEngine::open(options).await.expect("open");
     // Enqueues go on beside this lock; ANALYZE waits for it.
-    let mut blocker = schema.connect().await;
-    blocker.execute("BEGIN").await.expect("begin");
-    blocker
-        .execute("LOCK TABLE messages IN SHARE UPDATE EXCLUSIVE MODE")
-        .await
-        .expect("lock");
+    let mut blocker = lock_messages(&schema, "SHARE UPDATE EXCLUSIVE").await;
     let batch = (0..1_000).map(|i| NewMessage::new(format!("m{i}"))).collect();
     node.enqueue(&queue("grown"), batch).await.expect("enqueue");
     until_waiting_for_a_lock(&app, "the node's ANALYZE").await;
@@ -991,7 +986,7 @@ async fn bulk_calls_outlast_the_operation_timeout_while_the_database_works_on_th
         node.enqueue(q, batch).await.expect("enqueue");
     }
 
-    let mut blocker = lock_messages(&schema).await;
+    let mut blocker = lock_messages(&schema, "ACCESS EXCLUSIVE").await;
     let started = Instant::now();
     let stats = tokio::spawn({
         let node = node.clone();
@@ -1031,7 +1026,7 @@ async fn a_bulk_call_whose_connection_goes_silent_fails_instead_of_hanging() {
 
     // The purge waits for the lock on a connection that then goes silent: the server does
     // the work once the lock is gone, but its answer never arrives.
-    let mut blocker = lock_messages(&schema).await;
+    let mut blocker = lock_messages(&schema, "ACCESS EXCLUSIVE").await;
     let purge = tokio::spawn({
         let (node, q) = (node.clone(), q.clone());
         async move { node.purge(&q).await }
@@ -1278,12 +1273,13 @@ async fn a_long_poll_gets_a_lease_lapsed_on_another_node_within_the_sweep_interv
     );
 }
 
-/// A connection holding the messages table locked until it commits: receives wait for it.
-async fn lock_messages(schema: &TestSchema) -> sqlx::PgConnection {
+/// A connection holding the messages table locked in `mode` until it commits: in ACCESS
+/// EXCLUSIVE mode every statement on the table waits for it.
+async fn lock_messages(schema: &TestSchema, mode: &str) -> sqlx::PgConnection {
     let mut blocker = schema.connect().await;
     blocker.execute("BEGIN").await.expect("begin");
     blocker
-        .execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+        .execute(format!("LOCK TABLE messages IN {mode} MODE").as_str())
         .await
         .expect("lock");
     blocker
@@ -1305,7 +1301,7 @@ async fn messages_leased_for_a_receiver_that_left_are_given_back_at_once() {
         .id;
 
     // Hold the receive's statement (or the sweep before it) until the receiver has left.
-    let mut blocker = lock_messages(&schema).await;
+    let mut blocker = lock_messages(&schema, "ACCESS EXCLUSIVE").await;
     let receiver = {
         let (engine, q) = (engine.clone(), q.clone());
         tokio::spawn(async move { engine.try_receive(&q, &take(1)).await })
@@ -1385,7 +1381,7 @@ async fn combined_receivers_are_dealt_the_oldest_first() {
                 .id,
         );
     }
-    let mut blocker = lock_messages(&schema).await;
+    let mut blocker = lock_messages(&schema, "ACCESS EXCLUSIVE").await;
     // The first receive runs alone and waits on the lock; the next three queue behind it, in
     // this order, and share one statement.
     let mut receivers = Vec::new();
