@@ -54,13 +54,14 @@ macro_rules! with_swept_queue {
     };
 }
 
-/// One message of the queue, live or dead.
+/// One message of the queue, live or dead; `Some(None)` when the queue holds no such message.
+/// An unknown id is not an error here, so the sweep before the look commits all the same.
 pub(crate) async fn get_message(
     ctx: &mut Ctx<'_>,
     queue: &QueueRef,
     id: MessageId,
     sweep: Sweep,
-) -> Db<Result<Option<MessageInfo>, QueueError>> {
+) -> Db<Result<Option<Option<MessageInfo>>, QueueError>> {
     with_swept_queue!(ctx, queue, meta, sweep);
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.queue_id = $1 AND m.id = $2");
     let row = sqlx::query(&sql)
@@ -69,7 +70,7 @@ pub(crate) async fn get_message(
         .fetch_optional(ctx.conn())
         .await?;
     let found = row.map(|r| read_message(&r, 0, ctx.now)).transpose()?;
-    Ok(found.map(|m| Some(m.info)).ok_or(QueueError::MessageNotFound(id)))
+    Ok(Ok(Some(found.map(|m| m.info))))
 }
 
 /// Which side of the dead-letter line a listing shows.

@@ -377,7 +377,8 @@ impl QueueEngine for PostgresEngine {
                 .unwrap_or_else(|e| Err(e.into()))
             })
         })
-        .await
+        .await?
+        .ok_or(QueueError::MessageNotFound(id))
     }
 
     async fn list_messages(&self, queue: &QueueRef, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {

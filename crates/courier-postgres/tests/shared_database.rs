@@ -525,6 +525,35 @@ async fn expired_idempotency_records_are_swept() {
     assert!(again[0].duplicate, "a record inside its window still deduplicates");
 }
 
+/// A look-up of an id the queue does not hold still keeps the sweep it did first: the lapsed
+/// lease it found is given back in the stored rows, not left for the next call to find again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_of_an_unknown_id_keeps_its_sweep() {
+    let schema = TestSchema::new();
+    let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+    let engine = common::open(&schema, clock.clone()).await;
+    let q = queue("unknown-id");
+    engine.enqueue(&q, vec![NewMessage::new("m")]).await.expect("enqueue");
+    let short = ReceiveOptions {
+        lease: Some(Duration::from_secs(1)),
+        ..take(1)
+    };
+    let leased = engine.try_receive(&q, &short).await.expect("receive").deliveries;
+    assert_eq!(leased.len(), 1);
+    clock.advance(Duration::from_secs(2));
+
+    let unknown = MessageId(uuid::Uuid::now_v7());
+    let err = engine.get_message(&q, unknown).await.expect_err("no such message");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+
+    let mut conn = schema.connect().await;
+    let stored: Vec<i16> = sqlx::query_scalar("SELECT status FROM messages")
+        .fetch_all(&mut conn)
+        .await
+        .expect("read statuses");
+    assert_eq!(stored, [0], "the lapsed lease is ready again in the table (status 0)");
+}
+
 /// A queue whose messages come and go is vacuumed by the engine itself, within seconds rather
 /// than at autovacuum's next visit (a minute or more): every lease and ack leaves dead index
 /// entries at the head of the visibility index that each receive would otherwise walk past.

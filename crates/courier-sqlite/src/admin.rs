@@ -10,8 +10,13 @@ use crate::row::{read_message, MESSAGE_COLUMNS};
 use crate::schema::status;
 use crate::writer::{Ctx, QueueMeta};
 
-/// One message of the queue, live or dead.
-pub(crate) fn get_message(ctx: &mut Ctx<'_>, queue: &QueueRef, id: MessageId) -> Result<MessageInfo, QueueError> {
+/// One message of the queue, live or dead; `None` when the queue holds no such message. An
+/// unknown id is not an error here, so the sweep before the look is kept all the same.
+pub(crate) fn get_message(
+    ctx: &mut Ctx<'_>,
+    queue: &QueueRef,
+    id: MessageId,
+) -> Result<Option<MessageInfo>, QueueError> {
     let meta = crate::queues::require(ctx, queue)?;
     maintain(ctx, queue, &meta)?;
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE seq = ?3 AND id = ?1 AND queue_id = ?2");
@@ -21,10 +26,7 @@ pub(crate) fn get_message(ctx: &mut Ctx<'_>, queue: &QueueRef, id: MessageId) ->
             read_message(r, ctx.now)
         })
         .map_err(storage)?;
-    match rows.next() {
-        Some(row) => Ok(row.map_err(storage)?.info),
-        None => Err(QueueError::MessageNotFound(id)),
-    }
+    rows.next().map(|row| Ok(row.map_err(storage)?.info)).transpose()
 }
 
 /// Which side of the dead-letter line a listing shows.

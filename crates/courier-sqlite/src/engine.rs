@@ -185,7 +185,8 @@ impl QueueEngine for SqliteEngine {
         let queue = queue.clone();
         self.writer
             .run(move |ctx| crate::admin::get_message(ctx, &queue, id))
-            .await
+            .await?
+            .ok_or(QueueError::MessageNotFound(id))
     }
 
     async fn list_messages(&self, queue: &QueueRef, opts: ListOptions) -> Result<Page<MessageInfo>, QueueError> {

@@ -4,7 +4,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use courier_core::{NewMessage, QueueEngine, QueueRef, ReceiveOptions, StorageError};
+use std::time::Duration;
+
+use courier_core::{
+    ErrorKind, ManualClock, MessageId, NewMessage, QueueEngine, QueueRef, ReceiveOptions, StorageError, Timestamp,
+};
 use courier_sqlite::{SqliteEngine, SqliteOptions};
 
 fn queue() -> QueueRef {
@@ -93,4 +97,37 @@ async fn a_second_engine_on_the_same_file_is_refused() {
     let _owner = SqliteEngine::open(SqliteOptions::new(&path)).await.unwrap();
     let second = SqliteEngine::open(SqliteOptions::new(&path)).await;
     assert!(matches!(second, Err(StorageError::Unavailable(_))), "{second:?}");
+}
+
+/// A look-up of an id the queue does not hold still keeps the sweep it did first: the lapsed
+/// lease it found is given back in the stored rows, not left for the next call to find again.
+#[tokio::test]
+async fn a_get_of_an_unknown_id_keeps_its_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let clock = Arc::new(ManualClock::new(Timestamp(1_700_000_000_000)));
+    let engine = SqliteEngine::open(SqliteOptions::new(&path).clock(clock.clone()))
+        .await
+        .unwrap();
+    engine.enqueue(&queue(), vec![NewMessage::new("m")]).await.unwrap();
+    let short = ReceiveOptions {
+        lease: Some(Duration::from_secs(1)),
+        ..ReceiveOptions::default()
+    };
+    let leased = engine.try_receive(&queue(), &short).await.unwrap().deliveries;
+    assert_eq!(leased.len(), 1);
+    clock.advance(Duration::from_secs(2));
+
+    let err = engine
+        .get_message(&queue(), MessageId(uuid::Uuid::now_v7()))
+        .await
+        .expect_err("no such message");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut stmt = conn.prepare("SELECT status FROM messages").unwrap();
+    let stored: Vec<i64> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    assert_eq!(stored, [0], "the lapsed lease is ready again in the file (status 0)");
 }
