@@ -536,4 +536,46 @@ mod tests {
         is_send(crate::wake::listen(&opts.connect, "x", Duration::from_secs(1)));
         is_send(PostgresEngine::open(opts));
     }
+
+    /// Maintenance registered but not yet running on the server when shutdown cancels (its
+    /// statement still on the way) is cancelled once it starts: here an `ANALYZE` that would
+    /// otherwise wait for a lock long after the node is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_cancels_maintenance_whose_statement_starts_just_after() {
+        use courier_testkit::postgres::{url, TestSchema};
+        const SQL: &str = "ANALYZE messages";
+        let schema = TestSchema::new();
+        let opts = PostgresOptions::new(&url())
+            .and_then(|o| o.schema(&schema.name))
+            .expect("valid options");
+        let node = PostgresEngine::open(opts).await.expect("open");
+        let mut blocker = schema.connect().await;
+        blocker.execute("BEGIN").await.expect("begin");
+        blocker
+            .execute("LOCK TABLE messages IN SHARE UPDATE EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+
+        let mut conn = node.core.pool.acquire().await.expect("connection");
+        let backend = crate::tx::backend_of(&mut conn).await.expect("backend");
+        assert!(backend.is_some(), "the test role sees its own sessions");
+        let (registered, on_registered) = tokio::sync::oneshot::channel();
+        // Moved in, so the connection goes back (and the shutdown's close can end) with the work.
+        let work = async move {
+            let _ = registered.send(());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            sqlx::raw_sql(SQL).execute(&mut *conn).await.map(drop)
+        };
+        let shutdown = async {
+            on_registered.await.expect("registered");
+            node.shutdown().await.expect("shutdown");
+        };
+        let both = async { tokio::join!(node.core.as_maintenance(backend, SQL, work), shutdown).0 };
+        let outcome = tokio::time::timeout(Duration::from_secs(5), both).await;
+        assert!(
+            matches!(outcome, Ok(Err(sqlx::Error::PoolClosed))),
+            "the ANALYZE should end cancelled, not wait for the lock: {outcome:?}"
+        );
+        blocker.execute("COMMIT").await.expect("unlock");
+    }
 }

@@ -203,21 +203,42 @@ impl Core {
     /// shutdown, so no vacuum or `ANALYZE` goes on working, or waiting for a lock, for a node
     /// that is gone (the server would only notice the closed connection when it next answers).
     ///
-    /// One statement for all, bounded, best effort. It cancels a backend only while it runs
-    /// its maintenance statement: one that finished meanwhile may already serve another call
-    /// on the same connection, which a cancel must not hit. Missed: a statement about to
-    /// start when the cancel comes (it runs on, and the pool closes its connection when it is
-    /// done), and every one on a server with `track_activities` off, which shows no
-    /// statements.
+    /// Best effort, in bounded statements. It cancels a backend only while it runs its
+    /// maintenance statement: one that finished meanwhile may already serve another call on
+    /// the same connection, which a cancel must not hit. A statement registered but not yet
+    /// running on the server is cancelled by a later round, as long as the work stays
+    /// registered, for up to [`CANCEL_WINDOW`]. Missed: every one on a server with
+    /// `track_activities` off, which shows no statements.
     pub(crate) async fn cancel_maintenance(&self) {
-        let running = {
-            let mut maintenance = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner);
-            maintenance.cancelled = true;
-            std::mem::take(&mut maintenance.running)
-        };
-        if running.is_empty() {
-            return;
+        self.maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .cancelled = true;
+        let deadline = tokio::time::Instant::now() + CANCEL_WINDOW;
+        loop {
+            let running = self
+                .maintenance
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .running
+                .clone();
+            if running.is_empty() {
+                return;
+            }
+            self.cancel_running(&running).await;
+            if tokio::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    left = running.len(),
+                    "maintenance still registered after the cancel window; the pool closes its connections when it ends"
+                );
+                return;
+            }
+            tokio::time::sleep(CANCEL_RECHECK).await;
         }
+    }
+
+    /// One round of [`cancel_maintenance`](Self::cancel_maintenance).
+    async fn cancel_running(&self, running: &[(Backend, &'static str)]) {
         let (pids, starts, statements): (Vec<i32>, Vec<i64>, Vec<&str>) =
             running.iter().map(|(b, sql)| (b.pid, b.started_us, *sql)).collect();
         let cancelled = self.within(async {
@@ -289,6 +310,12 @@ impl Backend {
         }
     }
 }
+
+/// Longest [`Core::cancel_maintenance`] goes on cancelling maintenance that is still registered:
+/// a statement sent just before the cancel reaches the server within a moment.
+const CANCEL_WINDOW: Duration = Duration::from_millis(500);
+/// Pause between two rounds of [`Core::cancel_maintenance`].
+const CANCEL_RECHECK: Duration = Duration::from_millis(10);
 
 /// Cancels the backends `$1` started at `$2` (as in [`BACKEND_ROW`]) that are running the
 /// statement `$3` at this moment.
