@@ -537,13 +537,23 @@ mod tests {
         is_send(PostgresEngine::open(opts));
     }
 
-    /// Maintenance registered but not yet running on the server when shutdown cancels (its
-    /// statement still on the way) is cancelled once it starts: here an `ANALYZE` that would
-    /// otherwise wait for a lock long after the node is gone.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn shutdown_cancels_maintenance_whose_statement_starts_just_after() {
+    // The shutdown tests below need the shared PostgreSQL server (as the crate's tests/ do),
+    // and live here because they drive crate-private parts: `core`, `as_maintenance`.
+
+    const SQL: &str = "ANALYZE messages";
+
+    /// A node on a fresh schema, a connection of its pool to run maintenance on, and another
+    /// session holding a lock on `messages` that [`SQL`] has to wait for.
+    struct Maintained {
+        _schema: courier_testkit::postgres::TestSchema,
+        node: PostgresEngine,
+        blocker: sqlx::PgConnection,
+        conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+        backend: Option<crate::tx::Backend>,
+    }
+
+    async fn maintained_behind_a_lock() -> Maintained {
         use courier_testkit::postgres::{url, TestSchema};
-        const SQL: &str = "ANALYZE messages";
         let schema = TestSchema::new();
         let opts = PostgresOptions::new(&url())
             .and_then(|o| o.schema(&schema.name))
@@ -555,10 +565,25 @@ mod tests {
             .execute("LOCK TABLE messages IN SHARE UPDATE EXCLUSIVE MODE")
             .await
             .expect("lock");
-
         let mut conn = node.core.pool.acquire().await.expect("connection");
         let backend = crate::tx::backend_of(&mut conn).await.expect("backend");
         assert!(backend.is_some(), "the test role sees its own sessions");
+        Maintained {
+            _schema: schema,
+            node,
+            blocker,
+            conn,
+            backend,
+        }
+    }
+
+    /// Maintenance registered but not yet running on the server when shutdown cancels (its
+    /// statement still on the way) is cancelled once it starts: here an `ANALYZE` that would
+    /// otherwise wait for a lock long after the node is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_cancels_maintenance_whose_statement_starts_just_after() {
+        let mut m = maintained_behind_a_lock().await;
+        let (node, mut conn) = (&m.node, m.conn);
         let (registered, on_registered) = tokio::sync::oneshot::channel();
         // Moved in, so the connection goes back (and the shutdown's close can end) with the work.
         let work = async move {
@@ -570,12 +595,55 @@ mod tests {
             on_registered.await.expect("registered");
             node.shutdown().await.expect("shutdown");
         };
-        let both = async { tokio::join!(node.core.as_maintenance(backend, SQL, work), shutdown).0 };
+        let both = async { tokio::join!(node.core.as_maintenance(m.backend, SQL, work), shutdown).0 };
         let outcome = tokio::time::timeout(Duration::from_secs(5), both).await;
         assert!(
             matches!(outcome, Ok(Err(sqlx::Error::PoolClosed))),
             "the ANALYZE should end cancelled, not wait for the lock: {outcome:?}"
         );
-        blocker.execute("COMMIT").await.expect("unlock");
+        m.blocker.execute("COMMIT").await.expect("unlock");
+    }
+
+    /// Maintenance on a backend that shows no statements (`track_activities` off) can never be
+    /// seen running, so shutdown does not wait out the cancel window for it: one round, then on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_does_not_wait_for_maintenance_it_cannot_see() {
+        let mut m = maintained_behind_a_lock().await;
+        let (node, mut conn) = (&m.node, m.conn);
+        conn.execute("SET track_activities = off").await.expect("untracked");
+        let (started, on_started) = tokio::sync::oneshot::channel();
+        let work = async move {
+            let _ = started.send(());
+            sqlx::raw_sql(SQL).execute(&mut *conn).await.map(drop)
+        };
+        let cancel = async {
+            on_started.await.expect("started");
+            // The ANALYZE waits for the lock: the moment the cancel should have hit it.
+            // pg_locks, since pg_stat_activity shows no wait for an untracked backend.
+            let waiting = "SELECT count(*) FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted";
+            while sqlx::query_scalar::<_, i64>(waiting)
+                .fetch_one(&mut m.blocker)
+                .await
+                .expect("pg_locks")
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let began = tokio::time::Instant::now();
+            node.core.cancel_maintenance().await;
+            let took = began.elapsed();
+            m.blocker.execute("COMMIT").await.expect("unlock");
+            took
+        };
+        let both = async { tokio::join!(node.core.as_maintenance(m.backend, SQL, work), cancel) };
+        let (outcome, took) = tokio::time::timeout(Duration::from_secs(5), both)
+            .await
+            .expect("the ANALYZE ends once unlocked");
+        assert!(
+            took < crate::tx::CANCEL_WINDOW,
+            "no round can see the ANALYZE, so none should follow the first: took {took:?}"
+        );
+        assert!(outcome.is_ok(), "the uncancelled ANALYZE finishes: {outcome:?}");
+        node.shutdown().await.expect("shutdown");
     }
 }

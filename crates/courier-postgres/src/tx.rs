@@ -207,28 +207,39 @@ impl Core {
     /// maintenance statement: one that finished meanwhile may already serve another call on
     /// the same connection, which a cancel must not hit. A statement registered but not yet
     /// running on the server is cancelled by a later round, as long as the work stays
-    /// registered, for up to [`CANCEL_WINDOW`]. Missed: every one on a server with
-    /// `track_activities` off, which shows no statements.
+    /// registered, for up to [`CANCEL_WINDOW`] after the first round. It stops at once when
+    /// a round cannot reach the server or no registered backend can ever be seen running
+    /// (gone, or on a server with `track_activities` off, whose statements it therefore misses).
     pub(crate) async fn cancel_maintenance(&self) {
         self.maintenance
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .cancelled = true;
-        let deadline = tokio::time::Instant::now() + CANCEL_WINDOW;
+        let mut deadline = None;
         loop {
-            let running = self
-                .maintenance
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .running
-                .clone();
+            let running = self.running_maintenance();
             if running.is_empty() {
                 return;
             }
-            self.cancel_running(&running).await;
+            match self.cancel_running(&running).await {
+                Ok(0) => {
+                    tracing::debug!(
+                        left = running.len(),
+                        "maintenance registered on backends that show no statements (gone, or track_activities off); not cancelled"
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "could not cancel the maintenance running at shutdown");
+                    return;
+                }
+            }
+            // Counted from the end of the first round, which may have had to connect first.
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + CANCEL_WINDOW);
             if tokio::time::Instant::now() >= deadline {
                 tracing::debug!(
-                    left = running.len(),
+                    left = self.running_maintenance().len(),
                     "maintenance still registered after the cancel window; the pool closes its connections when it ends"
                 );
                 return;
@@ -237,21 +248,29 @@ impl Core {
         }
     }
 
-    /// One round of [`cancel_maintenance`](Self::cancel_maintenance).
-    async fn cancel_running(&self, running: &[(Backend, &'static str)]) {
+    fn running_maintenance(&self) -> Vec<(Backend, &'static str)> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .running
+            .clone()
+    }
+
+    /// One round of [`cancel_maintenance`](Self::cancel_maintenance): how many of the
+    /// `running` backends can still be seen running their statement (present, with activity
+    /// tracked), whether or not this round cancelled them.
+    async fn cancel_running(&self, running: &[(Backend, &'static str)]) -> Db<i64> {
         let (pids, starts, statements): (Vec<i32>, Vec<i64>, Vec<&str>) =
             running.iter().map(|(b, sql)| (b.pid, b.started_us, *sql)).collect();
-        let cancelled = self.within(async {
-            sqlx::query(CANCEL_MAINTENANCE_SQL)
+        self.within(async {
+            sqlx::query_scalar(CANCEL_MAINTENANCE_SQL)
                 .bind(&pids)
                 .bind(&starts)
                 .bind(&statements)
-                .execute(&self.watcher)
+                .fetch_one(&self.watcher)
                 .await
-        });
-        if let Err(error) = cancelled.await {
-            tracing::debug!(%error, "could not cancel the maintenance running at shutdown");
-        }
+        })
+        .await
     }
 
     /// `n` fresh ids stamped `now`, increasing in the order returned.
@@ -311,19 +330,25 @@ impl Backend {
     }
 }
 
-/// Longest [`Core::cancel_maintenance`] goes on cancelling maintenance that is still registered:
-/// a statement sent just before the cancel reaches the server within a moment.
-const CANCEL_WINDOW: Duration = Duration::from_millis(500);
+/// Longest [`Core::cancel_maintenance`] goes on cancelling maintenance that is still registered,
+/// after its first round: a statement sent just before the cancel reaches the server within a
+/// moment.
+pub(crate) const CANCEL_WINDOW: Duration = Duration::from_millis(500);
 /// Pause between two rounds of [`Core::cancel_maintenance`].
 const CANCEL_RECHECK: Duration = Duration::from_millis(10);
 
 /// Cancels the backends `$1` started at `$2` (as in [`BACKEND_ROW`]) that are running the
-/// statement `$3` at this moment.
-const CANCEL_MAINTENANCE_SQL: &str = "SELECT pg_cancel_backend(a.pid) FROM pg_stat_activity a \
+/// statement `$3` at this moment, and counts those of them that show their activity: the
+/// others (gone, or with `track_activities` off: state `disabled`) no round can cancel.
+/// `CASE`, so a backend not running its statement is never signalled; `MATERIALIZED`, so the
+/// cancels run although only the count is read.
+const CANCEL_MAINTENANCE_SQL: &str = "WITH seen AS MATERIALIZED (SELECT CASE \
+       WHEN a.state = 'active' AND a.query = m.query THEN pg_cancel_backend(a.pid) END AS cancelled \
+     FROM pg_stat_activity a \
      JOIN unnest($1::int[], $2::bigint[], $3::text[]) AS m(pid, started_us, query) \
        ON a.pid = m.pid AND (extract(epoch FROM a.backend_start) * 1000000)::bigint = m.started_us \
-         AND a.query = m.query \
-     WHERE a.state = 'active'";
+     WHERE a.state IS DISTINCT FROM 'disabled') \
+     SELECT count(*) FROM seen";
 
 /// Takes a backend off [`Core`]'s running maintenance when its work ends or is dropped.
 struct Registered<'a> {
